@@ -1,0 +1,3 @@
+"""A³E — Autonomous Accreditation & Audit Engine."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from a3e.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The ASGI application: `create_app(settings)`.
+
+Importing this module does no I/O. `create_app` builds the app from settings; the lifespan
+starts the background database monitor and returns at once, whatever state the database is in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from a3e import __version__
+from a3e.core.database import Database, DatabaseMonitor, describe_db_error, ensure_sqlite_directory
+from a3e.core.errors import error_response, install_error_handlers, request_id_of
+from a3e.core.features import Feature, resolve_features
+from a3e.core.logging import configure_logging
+from a3e.core.middleware import CORSMiddleware, GuardMiddleware, RequestContextMiddleware
+from a3e.core.settings import ConfigError, Settings, load_settings
+
+logger = logging.getLogger("a3e")
+
+
+def builtin_features() -> list[Feature]:
+    from a3e.features import BUILTIN_FEATURES
+
+    return list(BUILTIN_FEATURES)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    database: Database = app.state.database
+    try:
+        ensure_sqlite_directory(settings)
+    except OSError as exc:
+        logger.error("cannot create the directory of the SQLite database: %s", exc)
+    monitor = DatabaseMonitor(database, auto_migrate=settings.should_auto_migrate)
+    app.state.database_monitor = monitor
+    monitor.start()
+    logger.info(
+        "A3E %s started (%s, database %s)", __version__, settings.environment_label, database.masked_url
+    )
+    try:
+        yield
+    finally:
+        await monitor.stop()
+        database.dispose()
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> object:
+    """A request that needs the database while it is down: 503 with the reason, not a 500."""
+    logger.warning("database unavailable during %s %s: %s", request.method, request.url.path, describe_db_error(exc))
+    return error_response(
+        503,
+        "database_unavailable",
+        "The database is unavailable; try again shortly.",
+        request_id=request_id_of(request),
+        headers={"Retry-After": "5"},
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    features: Sequence[Feature] | None = None,
+    warnings: Sequence[str] = (),
+) -> FastAPI:
+    if settings is None:
+        loaded = load_settings()
+        settings, warnings = loaded.settings, loaded.warnings
+    configure_logging(settings.log_level, settings.effective_log_format, settings.secret_values())
+    for warning in warnings:
+        logger.warning(warning)
+
+    app = FastAPI(
+        title="A³E API",
+        version=__version__,
+        description="Autonomous Accreditation & Audit Engine",
+        lifespan=_lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.database = Database(settings)
+    app.state.started_monotonic = time.monotonic()
+
+    install_error_handlers(app)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _db_error_or_unavailable)
+
+    # Health first: nothing registered later can shadow it.
+    from a3e.core.health import router as health_router
+
+    app.include_router(health_router)
+    app.state.features = resolve_features(
+        app, settings, builtin_features() if features is None else features
+    )
+
+    # add_middleware wraps: the last added is the outermost.
+    app.add_middleware(
+        GuardMiddleware,
+        max_body_bytes=settings.max_body_kb * 1024,
+        max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
+    )
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+async def _db_error_or_unavailable(request: Request, exc: Exception) -> object:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:
+        return await _database_unavailable(request, exc)
+    raise exc
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn (`a3e.app:create_app_from_env`): exits 78 on a configuration error."""
+    try:
+        return create_app()
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        raise SystemExit(78) from None

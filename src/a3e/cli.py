@@ -1,0 +1,196 @@
+"""The `a3e` command: serve, migrate, doctor, probe, version.
+
+Heavy modules are imported inside each command, so `a3e --help` and a configuration error are
+answered at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: "configuration error"
+
+
+def _port(value: str | int) -> int | None:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        return None
+    return port if 1 <= port <= 65535 else None
+
+
+def _load_or_exit():
+    from a3e.core.settings import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from a3e.core.settings import ConfigError, ConfigProblem
+
+    loaded = _load_or_exit()
+    settings = loaded.settings
+    problems = []
+    port = settings.port
+    if args.port is not None:
+        port = _port(args.port)
+        if port is None:
+            problems.append(ConfigProblem("--port", f"'{args.port}' is not a port; use a number from 1 to 65535"))
+    workers = args.workers or settings.workers
+    if workers < 1:
+        problems.append(ConfigProblem("--workers", "must be at least 1"))
+    if problems:
+        print(ConfigError(problems).render(), file=sys.stderr)
+        return EXIT_CONFIG
+    host = args.host or settings.host
+
+    import uvicorn
+
+    from a3e.core.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.effective_log_format, settings.secret_values())
+    common = dict(
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,  # our middleware logs each request, with its request id
+        server_header=False,
+        proxy_headers=True,
+        timeout_graceful_shutdown=15,
+        timeout_keep_alive=30,
+    )
+    if workers == 1:
+        from a3e.app import create_app
+
+        uvicorn.run(create_app(settings, warnings=loaded.warnings), **common)
+    else:
+        if settings.should_auto_migrate:
+            _migrate_before_workers(settings)
+        uvicorn.run("a3e.app:create_app_from_env", factory=True, workers=workers, **common)
+    return 0
+
+
+def _migrate_before_workers(settings) -> None:
+    """With several workers, migrate once here rather than racing in each; if the database is
+    down, the workers keep trying in the background."""
+    import logging
+
+    from a3e.core import migrations
+    from a3e.core.database import build_engine, describe_db_error, ensure_sqlite_directory
+
+    try:
+        ensure_sqlite_directory(settings)
+        engine = build_engine(settings)
+        try:
+            migrations.upgrade(engine)
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        logging.getLogger("a3e").warning("migrations not applied before start (%s)", describe_db_error(exc))
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from a3e.core import migrations
+    from a3e.core.database import build_engine, describe_db_error, ensure_sqlite_directory
+    from a3e.core.settings import mask_database_url
+
+    settings = _load_or_exit().settings
+    target = mask_database_url(settings.sqlalchemy_url)
+    try:
+        ensure_sqlite_directory(settings)
+        engine = build_engine(settings)
+        with engine.connect() as connection:
+            before = migrations.status(connection)
+        if args.check:
+            engine.dispose()
+            print(f"{target}: {before.detail} (current {before.extra['current']}, head {before.extra['head']})")
+            return 0 if before.ok else 1
+        if before.ok:
+            print(f"{target}: already at the latest migration {before.extra['head']}")
+            engine.dispose()
+            return 0
+        migrations.upgrade(engine)
+        with engine.connect() as connection:
+            after = migrations.status(connection)
+        engine.dispose()
+    except Exception as exc:
+        print(f"{target}: cannot migrate: {describe_db_error(exc)}", file=sys.stderr)
+        return 1
+    print(f"{target}: migrated from {before.extra['current'] or 'an empty database'} to {after.extra['current']}")
+    return 0 if after.ok else 1
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from a3e.ops.doctor import print_report, run_doctor
+
+    report = run_doctor(timeout=args.timeout)
+    print_report(report, as_json=args.json)
+    return report.exit_code
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from a3e.ops.probe import print_probe, run_probe
+
+    result = run_probe(args.url, origins=args.origin, timeout=args.timeout)
+    print_probe(result, as_json=args.json)
+    return result.exit_code
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    from a3e import __version__
+
+    print(f"a3e {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a3e", description="A³E — Autonomous Accreditation & Audit Engine")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve.add_argument("--host", help="interface to bind (default A3E_HOST or 0.0.0.0)")
+    serve.add_argument("--port", help="port to bind (default $PORT or 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 1)")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest migration")
+    migrate.add_argument("--check", action="store_true", help="only report; exit 1 when migrations are pending")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    doctor = commands.add_parser("doctor", help="check this environment's configuration, database and features")
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds for each network check (default 3)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    probe = commands.add_parser(
+        "probe", help="check a deployment from outside: down, not ready, CORS wrong, or healthy"
+    )
+    probe.add_argument("url", help="base URL of the deployment, e.g. https://api.example.edu")
+    probe.add_argument(
+        "--origin", action="append", default=[], help="a front-end origin to test CORS for (repeatable)"
+    )
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds for each request (default 5)")
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+    probe.set_defaults(handler=cmd_probe)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Database engine, sessions, and the readiness of the database.
+
+Nothing here connects at import or at construction: the engine is lazy, and the first connection
+is made by the background `DatabaseMonitor` (with short timeouts and backoff) or by a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from a3e.core.settings import Settings, mask_database_url
+
+logger = logging.getLogger("a3e.database")
+
+# Stable constraint names, so that migrations can alter them on PostgreSQL and SQLite alike.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# Domain packages whose models belong to the schema; migrations and the drift test load them all.
+MODEL_MODULES: tuple[str, ...] = ()
+
+
+def load_all_models() -> MetaData:
+    import importlib
+
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
+    return Base.metadata
+
+
+def describe_db_error(exc: BaseException) -> str:
+    """A one-line, secret-free reason for a database failure."""
+    original = getattr(exc, "orig", None) or exc
+    message = str(original).strip().splitlines()[0] if str(original).strip() else original.__class__.__name__
+    return f"{original.__class__.__name__}: {message}"[:300]
+
+
+def build_engine(settings: Settings) -> Engine:
+    url = make_url(settings.sqlalchemy_url)
+    timeout = settings.db_connect_timeout
+    if url.get_backend_name() == "sqlite":
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)},
+            pool_pre_ping=False,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url,
+        connect_args={"connect_timeout": max(1, round(timeout)), "application_name": "a3e"},
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout,
+        pool_recycle=1800,
+    )
+
+
+def ensure_sqlite_directory(settings: Settings) -> None:
+    url = make_url(settings.sqlalchemy_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class CheckResult:
+    status: str  # "ok" | "fail" | "unknown"
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "detail": self.detail, **self.extra}
+
+
+@dataclass
+class Readiness:
+    database: CheckResult
+    migrations: CheckResult
+    checked_at: float
+
+    @property
+    def ready(self) -> bool:
+        return self.database.ok and self.migrations.ok
+
+    def failing(self) -> list[tuple[str, CheckResult]]:
+        return [(name, check) for name, check in (("database", self.database), ("migrations", self.migrations)) if not check.ok]
+
+
+class Database:
+    """The engine, the session factory, and a cached, coalesced readiness check."""
+
+    READINESS_CACHE_SECONDS = 1.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = build_engine(settings)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.masked_url = mask_database_url(settings.sqlalchemy_url)
+        self._last: Readiness | None = None
+        self._check_lock: asyncio.Lock | None = None
+        self.startup = CheckResult("unknown", "the database has not been checked yet")
+
+    def check_now(self) -> Readiness:
+        """Blocking: connect, SELECT 1, compare the schema revision with the code's head."""
+        from a3e.core import migrations
+
+        started = time.perf_counter()
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+                elapsed = round((time.perf_counter() - started) * 1000, 1)
+                database = CheckResult("ok", "the database answers", {"latency_ms": elapsed})
+                migration = migrations.status(connection)
+        except Exception as exc:  # any driver error means "not ready", never a crash
+            database = CheckResult("fail", f"cannot reach the database ({describe_db_error(exc)})")
+            migration = CheckResult("unknown", "cannot be checked while the database is unreachable")
+        return Readiness(database, migration, time.monotonic())
+
+    async def readiness(self, *, max_age: float | None = None) -> Readiness:
+        """The readiness, checked at most once per second however many probes arrive."""
+        max_age = self.READINESS_CACHE_SECONDS if max_age is None else max_age
+        last = self._last
+        if last is not None and time.monotonic() - last.checked_at < max_age:
+            return last
+        if self._check_lock is None:
+            self._check_lock = asyncio.Lock()
+        async with self._check_lock:
+            last = self._last
+            if last is not None and time.monotonic() - last.checked_at < max_age:
+                return last
+            timeout = self.settings.db_connect_timeout + 1.0
+            try:
+                result = await asyncio.wait_for(asyncio.to_thread(self.check_now), timeout)
+            except TimeoutError:
+                result = Readiness(
+                    CheckResult("fail", f"the database did not answer within {timeout:.0f}s"),
+                    CheckResult("unknown", "cannot be checked while the database is unreachable"),
+                    time.monotonic(),
+                )
+            self._last = result
+            return result
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self.sessionmaker()
+
+
+class DatabaseMonitor:
+    """Brings the database into service in the background: connect, migrate (when the embedded
+    default asks for it), and keep trying with backoff while it is down. Never blocks start-up."""
+
+    def __init__(self, database: Database, *, auto_migrate: bool, max_delay: float = 10.0) -> None:
+        self.database = database
+        self.auto_migrate = auto_migrate
+        self.max_delay = max_delay
+        self.attempts = 0
+        self._stop = threading.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run(), name="a3e-database-monitor")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def _prepare(self) -> tuple[bool, CheckResult]:
+        """(reachable, migration status) after one attempt."""
+        from a3e.core import migrations
+
+        try:
+            if self.auto_migrate:
+                migrations.upgrade(self.database.engine)
+            with self.database.engine.connect() as connection:
+                return True, migrations.status(connection)
+        except Exception as exc:
+            return False, CheckResult("fail", describe_db_error(exc))
+
+    async def run(self) -> None:
+        delay = 0.25
+        last_reason = None
+        while not self._stop.is_set():
+            self.attempts += 1
+            reachable, result = await asyncio.to_thread(self._prepare)
+            self.database.startup = result
+            if result.ok:
+                self.database._last = None  # let the next probe see the new state at once
+                if self.attempts > 1:
+                    logger.info("database is ready after %d attempts", self.attempts)
+                return
+            if reachable:  # but migrations are pending and running them is a deploy step here
+                logger.warning("database schema is not at the latest migration: %s; run `a3e migrate`", result.detail)
+                return
+            if result.detail != last_reason:
+                logger.warning(
+                    "database %s not ready (%s); retrying in the background", self.database.masked_url, result.detail
+                )
+                last_reason = result.detail
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request, committed when the endpoint returns without error."""
+    database: Database = request.app.state.database
+    with database.session() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

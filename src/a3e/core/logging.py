@@ -1,0 +1,124 @@
+"""Logging: one line per event, JSON in production, and secrets masked on the way out."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("a3e_request_id", default=None)
+
+# Shapes of credentials that must never reach a log line, whoever logs them.
+_TOKEN_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&}]+"),
+    re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]+"),
+    re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"),
+    re.compile(r"\ba3e_[A-Za-z0-9_-]{16,}"),
+    re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)[^@\s]+(@)"),
+]
+MASK = "***"
+
+
+class RedactingFilter(logging.Filter):
+    """Masks known secret values and anything shaped like a credential."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self.secrets = sorted(set(secrets or []), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for value in self.secrets:
+            if value in text:
+                text = text.replace(value, MASK)
+        for pattern in _TOKEN_PATTERNS:
+            text = pattern.sub(_mask_match, text)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = self.redact(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if redacted != message or record.args:
+            record.msg, record.args = redacted, None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            record.fields = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
+        return True
+
+
+def _mask_match(match: re.Match[str]) -> str:
+    groups = [g for g in match.groups() if g is not None]
+    if len(groups) == 2:
+        return f"{groups[0]}{MASK}{groups[1]}"
+    if groups:
+        return f"{groups[0]}{MASK}"
+    return MASK
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            payload["request_id"] = request_id
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        if record.exc_text:
+            payload["exception"] = record.exc_text
+        return json.dumps(payload, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return line
+
+
+_configured_handler: logging.Handler | None = None
+
+
+def configure_logging(level: str = "info", fmt: str = "text", secrets: list[str] | None = None) -> None:
+    """Route our logs and uvicorn's through one handler on stderr. Safe to call again."""
+    global _configured_handler
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    if _configured_handler is not None:
+        root.removeHandler(_configured_handler)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    _configured_handler = handler
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    # Libraries that narrate routine work (alembic logs its context on every readiness check).
+    for name in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Our middleware writes the access log, with the request id and without query strings.
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+def log_fields(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
+    logger.log(level, message, extra={"fields": fields})

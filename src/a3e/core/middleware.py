@@ -1,0 +1,269 @@
+"""The edge of the app, as plain ASGI middleware (outermost first):
+
+1. `RequestContextMiddleware`: request id in and out, one access-log line per request.
+2. `CORSMiddleware`: CORS headers on *every* response to an allowed origin, errors included.
+3. `GuardMiddleware`: request-size limit and the last-resort 500, both in the error envelope.
+
+The 500 handler sits inside CORS on purpose: Starlette's own ServerErrorMiddleware is outside
+all user middleware, so a crash would reach the browser without CORS headers and be reported
+as a "CORS error" instead of the real one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from a3e.core.errors import error_response
+from a3e.core.logging import log_fields, request_id_var
+
+access_logger = logging.getLogger("a3e.access")
+error_logger = logging.getLogger("a3e.errors")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def _state(scope: Scope) -> dict:
+    return scope.setdefault("state", {})
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
+        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        _state(scope)["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log_fields(
+                access_logger,
+                logging.INFO,
+                f"{scope['method']} {scope['path']} {status}",
+                request_id=request_id,
+                method=scope["method"],
+                path=scope["path"],  # never the query string: it can carry tokens
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            request_id_var.reset(token)
+
+
+DEFAULT_ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+DEFAULT_ALLOW_HEADERS = (
+    "accept",
+    "accept-language",
+    "authorization",
+    "content-language",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+    "x-requested-with",
+)
+DEFAULT_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "Content-Disposition")
+
+
+class CORSMiddleware:
+    """CORS for the configured origins only, with credentials, on every response.
+
+    Starlette's CORSMiddleware adds credential headers even for origins it refuses and answers a
+    refused preflight in plain text; here a refused origin gets no CORS headers at all and every
+    refusal uses the error envelope.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        allow_origins: Iterable[str],
+        allow_methods: Iterable[str] = DEFAULT_ALLOW_METHODS,
+        allow_headers: Iterable[str] = DEFAULT_ALLOW_HEADERS,
+        expose_headers: Iterable[str] = DEFAULT_EXPOSE_HEADERS,
+        max_age: int = 600,
+    ) -> None:
+        self.app = app
+        origins = list(allow_origins)
+        self.allow_any = "*" in origins
+        self.allow_origins = frozenset(origin for origin in origins if origin != "*")
+        self.allow_methods = tuple(m.upper() for m in allow_methods)
+        self.allow_headers = frozenset(h.lower() for h in allow_headers)
+        self.expose_headers = ", ".join(expose_headers)
+        self.max_age = str(max_age)
+
+    def is_allowed(self, origin: str) -> bool:
+        return self.allow_any or origin.rstrip("/").lower() in self.allow_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if origin is None:
+            await self.app(scope, receive, send)
+            return
+        allowed = self.is_allowed(origin)
+        if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
+            await self._preflight(scope, receive, send, headers, origin, allowed)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                response_headers.add_vary_header("Origin")
+                if allowed:
+                    response_headers["Access-Control-Allow-Origin"] = origin
+                    response_headers["Access-Control-Allow-Credentials"] = "true"
+                    response_headers["Access-Control-Expose-Headers"] = self.expose_headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+    async def _preflight(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, origin: str, allowed: bool
+    ) -> None:
+        request_id = _state(scope).get("request_id")
+        vary = {"Vary": "Origin"}
+        if not allowed:
+            response = error_response(
+                403,
+                "cors_origin_not_allowed",
+                f"Origin {origin} is not in CORS_ORIGINS",
+                request_id=request_id,
+                headers=vary,
+            )
+            await response(scope, receive, send)
+            return
+        cors = {
+            **vary,
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": ", ".join(self.allow_methods),
+            "Access-Control-Max-Age": self.max_age,
+        }
+        method = headers["access-control-request-method"].upper()
+        requested = [h.strip().lower() for h in headers.get("access-control-request-headers", "").split(",") if h.strip()]
+        refused = [h for h in requested if h not in self.allow_headers]
+        if method not in self.allow_methods or refused:
+            problem = f"method {method}" if method not in self.allow_methods else f"headers {', '.join(refused)}"
+            response = error_response(
+                400, "cors_preflight_refused", f"CORS preflight refused: {problem} not allowed", request_id=request_id, headers=cors
+            )
+            await response(scope, receive, send)
+            return
+        if requested:
+            cors["Access-Control-Allow-Headers"] = ", ".join(requested)
+        await send({"type": "http.response.start", "status": 204, "headers": [(k.lower().encode(), v.encode()) for k, v in cors.items()]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """An HTTPException so that FastAPI's body parsing passes it on instead of calling it a 400."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than the limit of {_human_bytes(limit)}")
+        self.limit = limit
+
+
+class GuardMiddleware:
+    """Refuses oversized bodies with 413 and turns any unhandled exception into a 500 envelope."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    def _limit_for(self, headers: Headers) -> int:
+        content_type = headers.get("content-type", "")
+        return self.max_upload_bytes if content_type.startswith("multipart/form-data") else self.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        limit = self._limit_for(headers)
+        request_id = _state(scope).get("request_id")
+        try:
+            declared = int(headers.get("content-length", "0") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            await self._too_large(scope, receive, send, limit, request_id)
+            return
+
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if response_started:
+                raise
+            await self._too_large(scope, receive, send, limit, request_id)
+        except Exception:
+            error_logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise
+            response = error_response(
+                500,
+                "internal_error",
+                "An unexpected error occurred. Quote the request id when you report it.",
+                request_id=request_id,
+            )
+            await response(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int, request_id: str | None) -> None:
+        response = error_response(
+            413,
+            "request_too_large",
+            f"The request body is larger than the limit of {_human_bytes(limit)}",
+            request_id=request_id,
+        )
+        await response(scope, receive, send)
+
+
+def _human_bytes(size: int) -> str:
+    if size >= 1024 * 1024 and size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)} MB"
+    if size >= 1024 and size % 1024 == 0:
+        return f"{size // 1024} KB"
+    return f"{size} bytes"

@@ -1,0 +1,76 @@
+"""Alembic, driven from code: the migrations ship inside the package, no alembic.ini needed."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, Engine, text
+
+from a3e.core.database import CheckResult
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Any fixed number: serialises concurrent `a3e migrate` runs against one PostgreSQL database.
+_PG_MIGRATION_LOCK = 0x0A3E_0001
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "a3e:migrations")
+    config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def current_revisions(connection: Connection) -> frozenset[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+def status(connection: Connection) -> CheckResult:
+    current, head = current_revisions(connection), head_revisions()
+    extra = {"current": sorted(current) or None, "head": sorted(head)}
+    if current == head:
+        return CheckResult("ok", "the schema is at the latest migration", extra)
+    if not current:
+        return CheckResult("fail", "migrations pending: the database has no schema yet; run `a3e migrate`", extra)
+    if current - head and not _known(current):
+        return CheckResult(
+            "fail", "the database schema is newer than this code (was a newer release deployed?)", extra
+        )
+    return CheckResult("fail", "migrations pending; run `a3e migrate`", extra)
+
+
+def _known(revisions: frozenset[str]) -> bool:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return all(script.get_revision(rev) is not None for rev in revisions)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade to `revision`; concurrent callers on PostgreSQL wait for each other."""
+    from alembic import command
+
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            connection.commit()
+        try:
+            command.upgrade(alembic_config(connection), revision)
+            connection.commit()
+        finally:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                connection.commit()

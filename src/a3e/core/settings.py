@@ -1,0 +1,488 @@
+"""Configuration: the one place that reads the environment.
+
+`load_settings()` reads the environment (and an optional `.env`), applies the rules for the
+environment we run in, and either returns a ready `Settings` or raises `ConfigError` carrying
+*every* problem found, so that an operator fixes them all in one deploy instead of one per crash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+# Values copied from tutorials and templates: never acceptable as a production secret.
+_PLACEHOLDER_SECRETS = {
+    "changeme",
+    "change-me",
+    "changethis",
+    "secret",
+    "secret-key",
+    "your-secret-key",
+    "your-secret-key-here",
+    "your-jwt-secret-here",
+    "supersecret",
+    "development",
+    "dev",
+    "test",
+}
+_SECRET_HELP = (
+    'generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))"'
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    variable: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.variable}: {self.message}"
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem at once."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.problems)
+        noun = "problem" if count == 1 else "problems"
+        lines = [f"A3E cannot start: {count} configuration {noun}."]
+        lines += [f"  - {problem}" for problem in self.problems]
+        lines.append("Fix these variables (environment or .env) and start again; `a3e doctor` checks them all.")
+        return "\n".join(lines)
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON list or a comma-separated string; ignore blanks."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"looks like a JSON list but is not valid JSON ({exc.msg})") from None
+        else:
+            value = text.split(",")
+    if isinstance(value, (list, tuple)):
+        return [str(item).strip() for item in value if str(item).strip()]
+    return value
+
+
+def normalize_origin(origin: str) -> str:
+    """`HTTPS://App.Example.edu/` -> `https://app.example.edu`; raises ValueError if not an origin."""
+    origin = origin.strip().rstrip("/")
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{origin!r} is not an origin; write it as https://host[:port]")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{origin!r} has a path, query or credentials; an origin is only https://host[:port]")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{origin!r} has an invalid port") from None
+    host = parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+SUPPORTED_DATABASES = "postgresql://… (or postgres://, postgresql+psycopg://) or sqlite:///path/to/file.db"
+
+
+def normalize_database_url(url: str) -> str:
+    """Pick our driver for whatever spelling the platform hands us."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"is not a URL; use {SUPPORTED_DATABASES}")
+    scheme = scheme.lower()
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+psycopg3"):
+        if not rest or rest.startswith("/") and len(rest) <= 1:
+            raise ValueError("has no host or database name")
+        return f"postgresql+psycopg://{rest}"
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        return f"sqlite://{rest}"
+    raise ValueError(f"uses the unsupported scheme '{scheme}'; use {SUPPORTED_DATABASES}")
+
+
+def mask_database_url(url: str) -> str:
+    """The URL with its password replaced, for logs and reports."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
+
+
+def secret_weakness(value: str) -> str | None:
+    """Why a secret is too weak for production, or None."""
+    if value.strip().lower() in _PLACEHOLDER_SECRETS or "change" in value.lower() and len(value) < 48:
+        return "is a placeholder value"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is too short ({len(value)} characters; at least {MIN_SECRET_LENGTH} are required)"
+    if len(set(value)) < 10:
+        return "is too repetitive to be random"
+    return None
+
+
+def _alias(*names: str) -> Any:
+    return Field(validation_alias=AliasChoices(*names))
+
+
+class Settings(BaseSettings):
+    """Every setting A³E reads, with the environment variable that sets it."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    environment_name: str | None = Field(None, validation_alias=AliasChoices("ENVIRONMENT"))
+    # Set by hosting platforms; when ENVIRONMENT is unset they mean "this is a deployment".
+    railway_environment: str | None = Field(
+        None, validation_alias=AliasChoices("RAILWAY_ENVIRONMENT_NAME", "RAILWAY_ENVIRONMENT")
+    )
+    render: str | None = Field(None, validation_alias=AliasChoices("RENDER"))
+    fly_app_name: str | None = Field(None, validation_alias=AliasChoices("FLY_APP_NAME"))
+    heroku_dyno: str | None = Field(None, validation_alias=AliasChoices("DYNO"))
+
+    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
+    db_connect_timeout: float = Field(3.0, gt=0, le=60, validation_alias=AliasChoices("A3E_DB_CONNECT_TIMEOUT"))
+    auto_migrate: bool | None = Field(None, validation_alias=AliasChoices("A3E_AUTO_MIGRATE"))
+    allow_sqlite_in_production: bool = Field(
+        False, validation_alias=AliasChoices("A3E_ALLOW_SQLITE_IN_PRODUCTION")
+    )
+
+    secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("SECRET_KEY"))
+    jwt_secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("JWT_SECRET_KEY"))
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("CORS_ORIGINS")
+    )
+
+    host: str = Field("0.0.0.0", validation_alias=AliasChoices("A3E_HOST"))
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT"))
+    workers: int = Field(1, ge=1, le=64, validation_alias=AliasChoices("WEB_CONCURRENCY", "A3E_WORKERS"))
+
+    data_dir: Path = Field(Path("data"), validation_alias=AliasChoices("A3E_DATA_DIR"))
+    disabled_features: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("A3E_DISABLED_FEATURES")
+    )
+
+    max_body_kb: int = Field(1024, ge=1, le=1024 * 1024, validation_alias=AliasChoices("A3E_MAX_BODY_KB"))
+    max_upload_mb: int = Field(50, ge=1, le=10 * 1024, validation_alias=AliasChoices("A3E_MAX_UPLOAD_MB"))
+
+    stripe_secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_SECRET_KEY"))
+    stripe_webhook_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
+    )
+
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", validation_alias=AliasChoices("LOG_LEVEL")
+    )
+    log_format: Literal["json", "text"] | None = Field(None, validation_alias=AliasChoices("LOG_FORMAT"))
+
+    # ---- field parsing -------------------------------------------------------------------
+
+    @field_validator("environment_name", mode="before")
+    @classmethod
+    def _environment_known(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().lower()
+        if text not in {e.value for e in Environment}:
+            raise ValueError(
+                f"'{value}' is not a known environment; use 'development' or 'production' "
+                "(or leave it unset on a hosting platform)"
+            )
+        return text
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: Any) -> Any:
+        origins = _split_list(value)
+        if not isinstance(origins, list):
+            raise ValueError("must be a comma-separated list or a JSON list of origins")
+        normalized, errors = [], []
+        for origin in origins:
+            try:
+                normalized.append(normalize_origin(origin))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return list(dict.fromkeys(normalized))
+
+    @field_validator("disabled_features", mode="before")
+    @classmethod
+    def _parse_features(cls, value: Any) -> Any:
+        names = _split_list(value)
+        if not isinstance(names, list):
+            raise ValueError("must be a comma-separated list of feature names")
+        return [name.lower() for name in names]
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _parse_database_url(cls, value: Any) -> Any:
+        return None if value is None else normalize_database_url(str(value))
+
+    # ---- derived values ------------------------------------------------------------------
+
+    @property
+    def platform_environment(self) -> str | None:
+        """The name a hosting platform gives this deployment, if any (reported, never validated)."""
+        if self.railway_environment:
+            return f"railway:{self.railway_environment}"
+        if self.render:
+            return "render"
+        if self.fly_app_name:
+            return f"fly:{self.fly_app_name}"
+        if self.heroku_dyno:
+            return "heroku"
+        return None
+
+    @property
+    def environment(self) -> Environment:
+        if self.environment_name:
+            return Environment(self.environment_name)
+        return Environment.PRODUCTION if self.platform_environment else Environment.DEVELOPMENT
+
+    @property
+    def environment_label(self) -> str:
+        """What /health reports: the environment, and the platform's own name when it set one."""
+        if self.environment_name or not self.platform_environment:
+            return self.environment.value
+        return f"{self.environment.value} ({self.platform_environment})"
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'a3e.db').as_posix()}"
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        """The embedded default migrates itself; production migrates in a pre-deploy step."""
+        return self.auto_migrate if self.auto_migrate is not None else not self.is_production
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("json" if self.is_production else "text")
+
+    @property
+    def allow_any_origin(self) -> bool:
+        return "*" in self.cors_origins
+
+    def secret_values(self) -> list[str]:
+        """Every secret we hold, so that log redaction can mask them wherever they appear."""
+        values = [
+            field.get_secret_value()
+            for field in (self.secret_key, self.jwt_secret_key, self.stripe_secret_key, self.stripe_webhook_secret)
+            if field is not None
+        ]
+        if self.database_url and mask_database_url(self.database_url) != self.database_url:
+            credentials = self.database_url.partition("://")[2].rpartition("@")[0]
+            values.append(credentials.split(":", 1)[1])
+        return [value for value in values if len(value) >= 4]
+
+
+SECRET_FIELDS = {"secret_key", "jwt_secret_key", "stripe_secret_key", "stripe_webhook_secret", "database_url"}
+
+
+def env_var_for(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        first = field.validation_alias.choices[0]
+        return first if isinstance(first, str) else field_name.upper()
+    return field_name.upper()
+
+
+def _field_problems(error: ValidationError) -> tuple[list[ConfigProblem], set[str]]:
+    problems: list[ConfigProblem] = []
+    failed: set[str] = set()
+    for item in error.errors(include_input=False, include_url=False):
+        field_name = str(item["loc"][0]) if item["loc"] else ""
+        # Field names and aliases both appear in locations; map either back to the field.
+        for name, field in Settings.model_fields.items():
+            aliases = field.validation_alias.choices if isinstance(field.validation_alias, AliasChoices) else []
+            if field_name == name or field_name in aliases:
+                field_name = name
+                break
+        failed.add(field_name)
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(ConfigProblem(env_var_for(field_name), _plain(message, item["type"])))
+    return problems, failed
+
+
+def _plain(message: str, error_type: str) -> str:
+    if error_type in ("int_parsing", "int_type"):
+        return "must be a whole number"
+    if error_type == "bool_parsing":
+        return "must be true or false"
+    if error_type == "literal_error":
+        return message.replace("Input should be", "must be")
+    if message.startswith("Input should be"):
+        return message.replace("Input should be", "must be")
+    return message
+
+
+def _rule_problems(settings: Settings) -> list[ConfigProblem]:
+    """Rules that depend on the environment we run in."""
+    problems: list[ConfigProblem] = []
+    if not settings.is_production:
+        return problems
+    for field_name in ("secret_key", "jwt_secret_key"):
+        value: SecretStr | None = getattr(settings, field_name)
+        variable = env_var_for(field_name)
+        if value is None:
+            problems.append(ConfigProblem(variable, f"is required in production; {_SECRET_HELP}"))
+        elif weakness := secret_weakness(value.get_secret_value()):
+            problems.append(ConfigProblem(variable, f"{weakness}; {_SECRET_HELP}"))
+    if settings.allow_any_origin:
+        problems.append(
+            ConfigProblem(
+                "CORS_ORIGINS",
+                "'*' is not allowed in production; list the exact origins of your front ends, "
+                "e.g. https://app.example.edu,https://admin.example.edu",
+            )
+        )
+    if settings.database_url is None and not settings.allow_sqlite_in_production:
+        problems.append(
+            ConfigProblem(
+                "DATABASE_URL",
+                "is required in production (postgresql://user:password@host:5432/dbname); "
+                "for a single-machine install on SQLite set A3E_ALLOW_SQLITE_IN_PRODUCTION=true",
+            )
+        )
+    elif settings.uses_sqlite and not settings.allow_sqlite_in_production:
+        problems.append(
+            ConfigProblem(
+                "DATABASE_URL",
+                "points at SQLite, which production refuses unless A3E_ALLOW_SQLITE_IN_PRODUCTION=true "
+                "(a single-machine install); use PostgreSQL for anything with more than one replica",
+            )
+        )
+    return problems
+
+
+def read_settings(**overrides: Any) -> tuple[Settings, list[ConfigProblem]]:
+    """Parse the environment; return the settings and every problem found.
+
+    When some variables are invalid we parse again with those left at their defaults, so that the
+    rules about the others still run and the operator sees every problem at once. The settings
+    returned alongside problems are that best effort: fit for `a3e doctor`, never for serving.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        problems, failed = _field_problems(error)
+        fallback = {name: Settings.model_fields[name].get_default(call_default_factory=True) for name in failed}
+        if "environment_name" in failed:
+            # A misspelt ENVIRONMENT is most often a deployment: report what production would refuse too.
+            fallback["environment_name"] = Environment.PRODUCTION.value
+        settings = Settings(**{**overrides, **fallback})
+        failed_variables = {env_var_for(name) for name in failed}
+        return settings, problems + [p for p in _rule_problems(settings) if p.variable not in failed_variables]
+    return settings, _rule_problems(settings)
+
+
+DEV_SECRETS_FILE = "dev-secrets.json"
+
+
+def _development_secrets(data_dir: Path) -> dict[str, str]:
+    """Generate the development secrets once and keep them, so tokens survive a restart."""
+    path = data_dir / DEV_SECRETS_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    generated = {name: secrets.token_urlsafe(48) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
+    try:
+        # O_EXCL: two workers starting together agree on one file.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return json.loads(path.read_text())
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    return generated
+
+
+@dataclass
+class LoadedSettings:
+    settings: Settings
+    warnings: list[str]
+
+
+def load_settings(**overrides: Any) -> LoadedSettings:
+    """The settings to run with, or ConfigError naming every problem."""
+    settings, problems = read_settings(**overrides)
+    if problems:
+        raise ConfigError(problems)
+    warnings: list[str] = []
+    missing = [name for name in ("secret_key", "jwt_secret_key") if getattr(settings, name) is None]
+    if missing:
+        # Only reachable in development: production refused missing secrets above.
+        try:
+            generated = _development_secrets(settings.data_dir)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "A3E_DATA_DIR",
+                        f"cannot keep generated development secrets in {settings.data_dir} ({exc.__class__.__name__}: "
+                        f"{getattr(exc, 'strerror', None) or exc}); make it writable or set SECRET_KEY and JWT_SECRET_KEY",
+                    )
+                ]
+            ) from None
+        updates = {name: SecretStr(generated[env_var_for(name)]) for name in missing}
+        settings = settings.model_copy(update=updates)
+        names = " and ".join(env_var_for(name) for name in missing)
+        warnings.append(
+            f"{names} not set: using generated development secrets kept in "
+            f"{settings.data_dir / DEV_SECRETS_FILE}. Set them explicitly before deploying."
+        )
+    return LoadedSettings(settings=settings, warnings=warnings)
