@@ -18,7 +18,7 @@ _TOKEN_PATTERNS = [
     re.compile(r"(?i)((?:password|passwd|secret|token|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',&}]+"),
     re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9]+"),
     re.compile(r"\bwhsec_[A-Za-z0-9+/=]+"),
-    re.compile(r"\ba3e_[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\ba3e_[A-Za-z0-9_-]{32,}"),  # our API keys
     re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)[^@\s]+(@)"),
 ]
 MASK = "***"

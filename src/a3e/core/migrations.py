@@ -54,9 +54,13 @@ def status(connection: Connection) -> CheckResult:
 
 def _known(revisions: frozenset[str]) -> bool:
     from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
 
     script = ScriptDirectory.from_config(alembic_config())
-    return all(script.get_revision(rev) is not None for rev in revisions)
+    try:
+        return all(script.get_revision(rev) is not None for rev in revisions)
+    except CommandError:
+        return False
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -1,0 +1,93 @@
+"""Migrations are the only way the schema changes: tests build the schema by running them, and a
+test fails when the models and the migrations drift apart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine
+
+from a3e.core import migrations
+from a3e.core.database import MODEL_MODULES, load_all_models
+
+
+def schema_drift(url: str, metadata: sa.MetaData) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return compare_metadata(context, metadata)
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_agree(database_url):
+    engine = create_engine(database_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    assert schema_drift(database_url, load_all_models()) == []
+
+
+def test_the_drift_check_notices_a_model_without_a_migration(database_url):
+    engine = create_engine(database_url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    drifted = sa.MetaData()
+    for table in load_all_models().tables.values():
+        table.to_metadata(drifted)
+    sa.Table("unmigrated_table", drifted, sa.Column("id", sa.Integer, primary_key=True))
+    diff = schema_drift(database_url, drifted)
+    assert [entry[0] for entry in diff] == ["add_table"]
+
+
+def test_status_before_and_after_upgrade_and_downgrade(database_url):
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        before = migrations.status(connection)
+    assert not before.ok and "no schema" in before.detail
+    migrations.upgrade(engine)
+    migrations.upgrade(engine)  # idempotent
+    with engine.connect() as connection:
+        assert migrations.status(connection).ok
+        assert migrations.current_revisions(connection) == migrations.head_revisions()
+    from alembic import command
+
+    with engine.connect() as connection:
+        command.downgrade(migrations.alembic_config(connection), "base")
+        connection.commit()
+    with engine.connect() as connection:
+        assert not migrations.status(connection).ok
+    engine.dispose()
+
+
+def test_a_schema_newer_than_the_code_is_reported(database_url):
+    engine = create_engine(database_url)
+    migrations.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff_from_the_future'"))
+    with engine.connect() as connection:
+        result = migrations.status(connection)
+    engine.dispose()
+    assert not result.ok and "newer than this code" in result.detail
+
+
+def test_every_model_module_imports():
+    for module in MODEL_MODULES:
+        __import__(module)
+
+
+def test_migrate_command_and_check(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {"DATABASE_URL": url, "PATH": "/usr/bin:/bin", "A3E_DATA_DIR": str(tmp_path / "d")}
+    check = subprocess.run([sys.executable, "-m", "a3e", "migrate", "--check"], env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "pending" in check.stdout
+    migrate = subprocess.run([sys.executable, "-m", "a3e", "migrate"], env=env, capture_output=True, text=True, timeout=60)
+    assert migrate.returncode == 0, migrate.stderr
+    assert "migrated" in migrate.stdout
+    check = subprocess.run([sys.executable, "-m", "a3e", "migrate", "--check"], env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
