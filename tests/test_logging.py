@@ -53,6 +53,20 @@ def test_production_access_log_is_one_json_line_per_request(make_settings, captu
     assert "abc123secret" not in captured.getvalue()  # query strings are never logged
 
 
+def test_tokens_in_paths_are_masked_in_the_access_log(make_settings, captured):
+    app = create_app(make_settings(log_format="json"))
+
+    @app.post("/api/v1/test/invitations/{token}/accept")
+    async def accept(token: str) -> dict:
+        return {"ok": True}
+
+    with TestClient(app) as client:
+        assert client.post("/api/v1/test/invitations/inv-tok-5f2a9c/accept").status_code == 200
+    access = [line for line in json_lines(captured) if line["logger"] == "a3e.access"]
+    assert access[-1]["path"] == "/api/v1/test/invitations/***/accept"
+    assert "inv-tok-5f2a9c" not in captured.getvalue()
+
+
 def test_secrets_are_masked_in_any_log_line(make_settings, captured):
     settings = make_settings(
         secret_key="distinctive-secret-value-0123456789abcdef",

@@ -63,14 +63,28 @@ class RequestContextMiddleware:
             log_fields(
                 access_logger,
                 logging.INFO,
-                f"{scope['method']} {scope['path']} {status}",
+                f"{scope['method']} {loggable_path(scope)} {status}",
                 request_id=request_id,
                 method=scope["method"],
-                path=scope["path"],  # never the query string: it can carry tokens
+                path=loggable_path(scope),  # never the query string, nor a token in the path
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
             request_id_var.reset(token)
+
+
+_SENSITIVE_PARAM = re.compile(r"token|secret|key|password", re.IGNORECASE)
+
+
+def loggable_path(scope: Scope) -> str:
+    """The request path with path parameters named like credentials masked
+    (e.g. /invitations/{token}/accept), so that the access log never holds one."""
+    path = scope["path"]
+    params = scope.get("path_params") or {}
+    for name, value in params.items():
+        if _SENSITIVE_PARAM.search(name) and isinstance(value, str) and value:
+            path = path.replace(value, "***")
+    return path
 
 
 DEFAULT_ALLOW_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
