@@ -11,6 +11,13 @@ import sys
 from collections.abc import Sequence
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: "configuration error"
+EXIT_USAGE = 64  # EX_USAGE: a malformed command line (never confused with probe's verdict codes)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _port(value: str | int) -> int | None:
@@ -32,22 +39,29 @@ def _load_or_exit():
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from a3e.core.settings import ConfigError, ConfigProblem
+    from a3e.core.settings import ConfigError, ConfigProblem, load_settings, read_settings
 
-    loaded = _load_or_exit()
-    settings = loaded.settings
-    problems = []
-    port = settings.port
+    # Command-line problems are reported together with the environment's, in one run.
+    problems, overrides = [], {}
     if args.port is not None:
         port = _port(args.port)
         if port is None:
             problems.append(ConfigProblem("--port", f"'{args.port}' is not a port; use a number from 1 to 65535"))
-    workers = args.workers or settings.workers
-    if workers < 1:
+        else:
+            overrides["port"] = port  # a valid --port stands in for $PORT
+    if args.workers is not None and args.workers < 1:
         problems.append(ConfigProblem("--workers", "must be at least 1"))
+    problems += read_settings(**overrides)[1]
     if problems:
         print(ConfigError(problems).render(), file=sys.stderr)
         return EXIT_CONFIG
+    try:
+        loaded = load_settings(**overrides)
+    except ConfigError as error:  # e.g. the data directory cannot hold development secrets
+        print(error.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    settings = loaded.settings
+    port, workers = settings.port, args.workers or settings.workers
     host = args.host or settings.host
 
     import uvicorn
@@ -150,8 +164,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a3e", description="A³E — Autonomous Accreditation & Audit Engine")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = _Parser(prog="a3e", description="A³E — Autonomous Accreditation & Audit Engine")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     serve = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve.add_argument("--host", help="interface to bind (default A3E_HOST or 0.0.0.0)")
@@ -169,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=cmd_doctor)
 
     probe = commands.add_parser(
-        "probe", help="check a deployment from outside: down, not ready, CORS wrong, or healthy"
+        "probe",
+        help="check a deployment from outside: down, not ready, CORS wrong, or healthy",
+        epilog="exit status: 0 healthy, 2 backend down, 3 not ready, 4 CORS not allowed, 64 invalid input",
     )
     probe.add_argument("url", help="base URL of the deployment, e.g. https://api.example.edu")
     probe.add_argument(

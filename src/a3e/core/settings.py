@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_LENGTH = 32
@@ -111,6 +112,8 @@ def normalize_origin(origin: str) -> str:
 
 
 SUPPORTED_DATABASES = "postgresql://… (or postgres://, postgresql+psycopg://) or sqlite:///path/to/file.db"
+# The port as SQLAlchemy's URL parser finds it: after the first '@' of the credentials, if any.
+_POSTGRES_PORT = re.compile(r"(?:[^:/]*(?::[^@]*)?@)?(?:\[[^/?]+\]|[^/:?]*)(?::(?P<port>[^/?]*))?")
 
 
 def normalize_database_url(url: str) -> str:
@@ -123,8 +126,20 @@ def normalize_database_url(url: str) -> str:
     if scheme in ("postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "postgresql+psycopg3"):
         if not rest or rest.startswith("/") and len(rest) <= 1:
             raise ValueError("has no host or database name")
+        match = _POSTGRES_PORT.match(rest)
+        port = match.group("port") if match else None
+        if port is not None and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
+            # Never echo the URL: it holds the password.
+            raise ValueError(
+                "has an invalid port (a number from 1 to 65535 is required); "
+                "write it as postgresql://user:password@host:5432/dbname"
+            )
         return f"postgresql+psycopg://{rest}"
     if scheme in ("sqlite", "sqlite+pysqlite"):
+        if rest and not rest.startswith("/"):
+            raise ValueError(
+                "is not a valid SQLite URL; write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
         return f"sqlite://{rest}"
     raise ValueError(f"uses the unsupported scheme '{scheme}'; use {SUPPORTED_DATABASES}")
 
@@ -176,7 +191,8 @@ class Settings(BaseSettings):
     fly_app_name: str | None = Field(None, validation_alias=AliasChoices("FLY_APP_NAME"))
     heroku_dyno: str | None = Field(None, validation_alias=AliasChoices("DYNO"))
 
-    database_url: str | None = Field(None, validation_alias=AliasChoices("DATABASE_URL"))
+    # Holds the database password: kept out of repr() like the SecretStr fields.
+    database_url: str | None = Field(None, repr=False, validation_alias=AliasChoices("DATABASE_URL"))
     db_connect_timeout: float = Field(3.0, gt=0, le=60, validation_alias=AliasChoices("A3E_DB_CONNECT_TIMEOUT"))
     auto_migrate: bool | None = Field(None, validation_alias=AliasChoices("A3E_AUTO_MIGRATE"))
     allow_sqlite_in_production: bool = Field(
@@ -213,6 +229,14 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = Field(None, validation_alias=AliasChoices("LOG_FORMAT"))
 
     # ---- field parsing -------------------------------------------------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # env_ignore_empty drops "", but a dashboard value of " " means "unset" just as much.
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if not (isinstance(value, str) and not value.strip())}
+        return data
 
     @field_validator("environment_name", mode="before")
     @classmethod
@@ -340,7 +364,24 @@ def env_var_for(field_name: str) -> str:
     return field_name.upper()
 
 
-def _field_problems(error: ValidationError) -> tuple[list[ConfigProblem], set[str]]:
+def _variable_set_for(field_name: str, env_file: Any) -> str:
+    """The variable that set a field: for a field read from several, the one present."""
+    field = Settings.model_fields.get(field_name)
+    choices = field.validation_alias.choices if field and isinstance(field.validation_alias, AliasChoices) else []
+    if len(choices) > 1:
+        present = {name.upper() for name, value in os.environ.items() if value.strip()}
+        for path in env_file if isinstance(env_file, (list, tuple)) else [env_file]:
+            if path and Path(path).is_file():
+                from dotenv import dotenv_values
+
+                present |= {name.upper() for name, value in dotenv_values(path).items() if value and value.strip()}
+        for choice in choices:
+            if isinstance(choice, str) and choice.upper() in present:
+                return choice
+    return env_var_for(field_name)
+
+
+def _field_problems(error: ValidationError, env_file: Any = None) -> tuple[list[ConfigProblem], set[str]]:
     problems: list[ConfigProblem] = []
     failed: set[str] = set()
     for item in error.errors(include_input=False, include_url=False):
@@ -353,7 +394,7 @@ def _field_problems(error: ValidationError) -> tuple[list[ConfigProblem], set[st
                 break
         failed.add(field_name)
         message = item["msg"].removeprefix("Value error, ")
-        problems.append(ConfigProblem(env_var_for(field_name), _plain(message, item["type"])))
+        problems.append(ConfigProblem(_variable_set_for(field_name, env_file), _plain(message, item["type"])))
     return problems, failed
 
 
@@ -418,7 +459,7 @@ def read_settings(**overrides: Any) -> tuple[Settings, list[ConfigProblem]]:
     try:
         settings = Settings(**overrides)
     except ValidationError as error:
-        problems, failed = _field_problems(error)
+        problems, failed = _field_problems(error, overrides.get("_env_file", Settings.model_config.get("env_file")))
         fallback = {name: Settings.model_fields[name].get_default(call_default_factory=True) for name in failed}
         if "environment_name" in failed:
             # A misspelt ENVIRONMENT is most often a deployment: report what production would refuse too.
@@ -430,24 +471,39 @@ def read_settings(**overrides: Any) -> tuple[Settings, list[ConfigProblem]]:
 
 
 DEV_SECRETS_FILE = "dev-secrets.json"
+_DEV_SECRET_NAMES = ("SECRET_KEY", "JWT_SECRET_KEY")
+
+
+def _read_development_secrets(path: Path) -> dict[str, str]:
+    kept = json.loads(path.read_text())
+    valid = isinstance(kept, dict) and all(isinstance(kept.get(name), str) and kept[name] for name in _DEV_SECRET_NAMES)
+    if not valid:
+        raise ValueError(f"{path.name} is damaged; delete it and new secrets will be generated")
+    return kept
 
 
 def _development_secrets(data_dir: Path) -> dict[str, str]:
     """Generate the development secrets once and keep them, so tokens survive a restart."""
     path = data_dir / DEV_SECRETS_FILE
     try:
-        return json.loads(path.read_text())
+        return _read_development_secrets(path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    generated = {name: secrets.token_urlsafe(48) for name in ("SECRET_KEY", "JWT_SECRET_KEY")}
+    generated = {name: secrets.token_urlsafe(48) for name in _DEV_SECRET_NAMES}
+    # Write the whole file under a private name, then link it into place: the link fails if another
+    # worker got there first (we then use theirs), and no one ever reads a half-written file.
+    private = data_dir / f".{DEV_SECRETS_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        # O_EXCL: two workers starting together agree on one file.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return json.loads(path.read_text())
-    with os.fdopen(fd, "w") as handle:
-        json.dump(generated, handle)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(generated, handle)
+        try:
+            os.link(private, path)
+        except FileExistsError:
+            return _read_development_secrets(path)
+    finally:
+        private.unlink(missing_ok=True)
     return generated
 
 
