@@ -315,3 +315,64 @@ class TcpForwarder:
                 except OSError:
                     pass
             self._connections.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# The API with accounts: a ready client on each database, and people to act with.
+
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024, "argon2_parallelism": 1}
+DEFAULT_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def api(make_settings, database_url):
+    """A TestClient on a fresh, migrated database (SQLite and PostgreSQL)."""
+    from fastapi.testclient import TestClient
+
+    from a3e.app import create_app
+
+    app = create_app(make_settings(database_url=database_url, **CHEAP_ARGON2))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        yield client
+
+
+@dataclass
+class Person:
+    id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@pytest.fixture
+def make_person(api):
+    """Register and log in a new person: `alice = make_person()`."""
+
+    def make(email: str | None = None, password: str = DEFAULT_PASSWORD, name: str = "Test Person") -> Person:
+        email = email or f"person-{uuid.uuid4().hex[:10]}@example.edu"
+        registered = api.post("/api/v1/auth/register", json={"email": email, "password": password, "name": name})
+        assert registered.status_code == 201, registered.text
+        tokens = api.post("/api/v1/auth/login", json={"email": email, "password": password})
+        assert tokens.status_code == 200, tokens.text
+        body = tokens.json()
+        return Person(registered.json()["id"], email, password, body["access_token"], body["refresh_token"])
+
+    return make
+
+
+@pytest.fixture
+def make_workspace(api):
+    """Create a workspace owned by `person`: returns its JSON."""
+
+    def make(person: Person, name: str = "Example College") -> dict:
+        response = api.post("/api/v1/workspaces", json={"name": name}, headers=person.headers)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    return make

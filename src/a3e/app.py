@@ -22,9 +22,20 @@ from a3e.core.errors import error_response, install_error_handlers, request_id_o
 from a3e.core.features import Feature, resolve_features
 from a3e.core.logging import configure_logging
 from a3e.core.middleware import CORSMiddleware, GuardMiddleware, RequestContextMiddleware
+from a3e.core.security import PasswordHasherConfig, Passwords
 from a3e.core.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger("a3e")
+
+
+def core_routers() -> list:
+    """The API every deployment has. (Optional parts are features, isolated from these.)"""
+    from a3e.apikeys.api import router as api_keys
+    from a3e.audit.api import router as audit
+    from a3e.auth.api import router as auth
+    from a3e.workspaces.api import router as workspaces
+
+    return [auth, workspaces, api_keys, audit]
 
 
 def builtin_features() -> list[Feature]:
@@ -90,6 +101,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.database = Database(settings)
+    app.state.passwords = Passwords(
+        PasswordHasherConfig(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    )
     app.state.started_monotonic = time.monotonic()
 
     install_error_handlers(app)
@@ -101,6 +115,8 @@ def create_app(
     from a3e.core.health import router as health_router
 
     app.include_router(health_router)
+    for router in core_routers():
+        app.include_router(router)
     app.state.features = resolve_features(
         app, settings, builtin_features() if features is None else features
     )

@@ -75,7 +75,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,  # our middleware logs each request, with its request id
         server_header=False,
-        proxy_headers=True,
+        # Forwarded headers are interpreted by the app, for the proxies A3E_TRUSTED_PROXIES names.
+        proxy_headers=False,
         timeout_graceful_shutdown=15,
         timeout_keep_alive=30,
     )

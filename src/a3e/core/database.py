@@ -39,7 +39,12 @@ class Base(DeclarativeBase):
 
 
 # Domain packages whose models belong to the schema; migrations and the drift test load them all.
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = (
+    "a3e.auth.models",
+    "a3e.workspaces.models",
+    "a3e.apikeys.models",
+    "a3e.audit.models",
+)
 
 
 def load_all_models() -> MetaData:

@@ -218,6 +218,37 @@ class Settings(BaseSettings):
     max_body_kb: int = Field(1024, ge=1, le=1024 * 1024, validation_alias=AliasChoices("A3E_MAX_BODY_KB"))
     max_upload_mb: int = Field(50, ge=1, le=10 * 1024, validation_alias=AliasChoices("A3E_MAX_UPLOAD_MB"))
 
+    # ---- accounts ------------------------------------------------------------------------
+    access_token_minutes: int = Field(15, ge=1, le=24 * 60, validation_alias=AliasChoices("A3E_ACCESS_TOKEN_MINUTES"))
+    refresh_token_days: int = Field(30, ge=1, le=365, validation_alias=AliasChoices("A3E_REFRESH_TOKEN_DAYS"))
+    # argon2id cost; changing it rehashes each password at its owner's next login.
+    argon2_time_cost: int = Field(3, ge=1, le=20, validation_alias=AliasChoices("A3E_ARGON2_TIME_COST"))
+    argon2_memory_kib: int = Field(
+        65536, ge=1024, le=4 * 1024 * 1024, validation_alias=AliasChoices("A3E_ARGON2_MEMORY_KIB")
+    )
+    argon2_parallelism: int = Field(4, ge=1, le=64, validation_alias=AliasChoices("A3E_ARGON2_PARALLELISM"))
+    # Failed logins: per account and client address, per client address, in a sliding window.
+    login_max_failures: int = Field(5, ge=1, le=1000, validation_alias=AliasChoices("A3E_LOGIN_MAX_FAILURES"))
+    login_max_failures_per_ip: int = Field(
+        50, ge=1, le=100000, validation_alias=AliasChoices("A3E_LOGIN_MAX_FAILURES_PER_IP")
+    )
+    login_window_seconds: int = Field(900, ge=10, le=86400, validation_alias=AliasChoices("A3E_LOGIN_WINDOW_SECONDS"))
+    # Proxies whose X-Forwarded-For is believed (addresses or networks); others' is ignored.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("A3E_TRUSTED_PROXIES")
+    )
+    # Where people open A³E: links in emails (invitations, password reset) point here.
+    app_url: str = Field("http://localhost:8000", validation_alias=AliasChoices("A3E_APP_URL"))
+
+    # ---- email -------------------------------------------------------------------------------
+    smtp_host: str | None = Field(None, validation_alias=AliasChoices("SMTP_HOST"))
+    smtp_port: int = Field(587, ge=1, le=65535, validation_alias=AliasChoices("SMTP_PORT"))
+    smtp_username: str | None = Field(None, validation_alias=AliasChoices("SMTP_USERNAME"))
+    smtp_password: SecretStr | None = Field(None, validation_alias=AliasChoices("SMTP_PASSWORD"))
+    smtp_security: Literal["starttls", "ssl", "none"] = Field("starttls", validation_alias=AliasChoices("SMTP_SECURITY"))
+    smtp_timeout: float = Field(10.0, gt=0, le=120, validation_alias=AliasChoices("SMTP_TIMEOUT"))
+    email_from: str = Field("A3E <no-reply@localhost>", validation_alias=AliasChoices("EMAIL_FROM"))
+
     stripe_secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_SECRET_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
@@ -271,6 +302,35 @@ class Settings(BaseSettings):
         if errors:
             raise ValueError("; ".join(errors))
         return list(dict.fromkeys(normalized))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: Any) -> Any:
+        import ipaddress
+
+        entries = _split_list(value)
+        if not isinstance(entries, list):
+            raise ValueError("must be a comma-separated list of addresses or networks")
+        for entry in entries:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+        return entries
+
+    @field_validator("app_url", mode="before")
+    @classmethod
+    def _parse_app_url(cls, value: Any) -> Any:
+        text = str(value).strip().rstrip("/")
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{text!r} is not a URL; write it as https://app.example.edu")
+        return text
+
+    @field_validator("smtp_security", mode="before")
+    @classmethod
+    def _lower_security(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("disabled_features", mode="before")
     @classmethod
@@ -344,7 +404,13 @@ class Settings(BaseSettings):
         """Every secret we hold, so that log redaction can mask them wherever they appear."""
         values = [
             field.get_secret_value()
-            for field in (self.secret_key, self.jwt_secret_key, self.stripe_secret_key, self.stripe_webhook_secret)
+            for field in (
+                self.secret_key,
+                self.jwt_secret_key,
+                self.stripe_secret_key,
+                self.stripe_webhook_secret,
+                self.smtp_password,
+            )
             if field is not None
         ]
         if self.database_url and mask_database_url(self.database_url) != self.database_url:
@@ -353,7 +419,14 @@ class Settings(BaseSettings):
         return [value for value in values if len(value) >= 4]
 
 
-SECRET_FIELDS = {"secret_key", "jwt_secret_key", "stripe_secret_key", "stripe_webhook_secret", "database_url"}
+SECRET_FIELDS = {
+    "secret_key",
+    "jwt_secret_key",
+    "stripe_secret_key",
+    "stripe_webhook_secret",
+    "smtp_password",
+    "database_url",
+}
 
 
 def env_var_for(field_name: str) -> str:
