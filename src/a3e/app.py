@@ -62,6 +62,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
+        app.state.email.shutdown(wait=False)
         database.dispose()
 
 
@@ -101,6 +102,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.database = Database(settings)
+    from a3e.email.service import EmailSender
+
+    app.state.email = EmailSender(settings)
     app.state.passwords = Passwords(
         PasswordHasherConfig(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
     )
