@@ -21,7 +21,7 @@ from a3e.core.database import Database, DatabaseMonitor, describe_db_error, ensu
 from a3e.core.errors import error_response, install_error_handlers, request_id_of
 from a3e.core.features import Feature, resolve_features
 from a3e.core.logging import configure_logging
-from a3e.core.middleware import CORSMiddleware, GuardMiddleware, RequestContextMiddleware
+from a3e.core.middleware import CORSMiddleware, GuardMiddleware, LivenessMiddleware, RequestContextMiddleware
 from a3e.core.security import PasswordHasherConfig, Passwords
 from a3e.core.settings import ConfigError, Settings, load_settings
 
@@ -131,6 +131,7 @@ def create_app(
         max_body_bytes=settings.max_body_kb * 1024,
         max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
     )
+    app.add_middleware(LivenessMiddleware)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
     app.add_middleware(RequestContextMiddleware)
     return app

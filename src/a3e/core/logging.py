@@ -40,6 +40,8 @@ class RedactingFilter(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "redacted", False):
+            return True
         message = record.getMessage()
         redacted = self.redact(message)
         if record.exc_info and not record.exc_text:
@@ -63,10 +65,29 @@ def _mask_match(match: re.Match[str]) -> str:
     return MASK
 
 
+class _SecondCache:
+    """strftime once per second, not once per line: access logs write thousands a second."""
+
+    def __init__(self, convert) -> None:
+        self.convert = convert
+        self.second = -1
+        self.text = ""
+
+    def __call__(self, created: float, fmt: str) -> str:
+        second = int(created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime(fmt, self.convert(created))
+        return self.text
+
+
 class JsonFormatter(logging.Formatter):
+    _utc_second = None
+
     def format(self, record: logging.LogRecord) -> str:
+        if self._utc_second is None:
+            self._utc_second = _SecondCache(time.gmtime)
         payload: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._utc_second(record.created, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -85,6 +106,10 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        self._local_second = _SecondCache(time.localtime)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return f"{self._local_second(record.created, '%Y-%m-%d %H:%M:%S')},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -2,7 +2,8 @@
 
 1. `RequestContextMiddleware`: request id in and out, one access-log line per request.
 2. `CORSMiddleware`: CORS headers on *every* response to an allowed origin, errors included.
-3. `GuardMiddleware`: request-size limit and the last-resort 500, both in the error envelope.
+3. `LivenessMiddleware`: /health/live answered without routing.
+4. `GuardMiddleware`: request-size limit and the last-resort 500, both in the error envelope.
 
 The 500 handler sits inside CORS on purpose: Starlette's own ServerErrorMiddleware is outside
 all user middleware, so a crash would reach the browser without CORS headers and be reported
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import re
+import os
 import time
-import uuid
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers, MutableHeaders
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from a3e.core.errors import error_response
-from a3e.core.logging import log_fields, request_id_var
+from a3e.core.logging import request_id_var
 
 access_logger = logging.getLogger("a3e.access")
 error_logger = logging.getLogger("a3e.errors")
@@ -36,6 +37,9 @@ def _state(scope: Scope) -> dict:
 
 
 class RequestContextMiddleware:
+    """Request id in and out, and the access-log line. On every request: kept lean (raw header
+    lists rather than Headers objects), since it is most of the cost of a health probe."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -43,9 +47,17 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                incoming = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(incoming):
+                    request_id = incoming
+                break
+        if request_id is None:
+            request_id = os.urandom(16).hex()
         _state(scope)["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode("latin-1"))
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -54,23 +66,52 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            log_fields(
-                access_logger,
-                logging.INFO,
-                f"{scope['method']} {loggable_path(scope)} {status}",
-                request_id=request_id,
-                method=scope["method"],
-                path=loggable_path(scope),  # never the query string, nor a token in the path
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            if access_logger.isEnabledFor(logging.INFO):
+                path = loggable_path(scope)  # never the query string, nor a token in the path
+                access_logger.info(
+                    "%s %s %s",
+                    scope["method"],
+                    path,
+                    status,
+                    extra={
+                        "fields": {
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": path,
+                            "status": status,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        },
+                        # Built only from the method, the masked path and numbers: nothing to redact.
+                        "redacted": True,
+                    },
+                )
             request_id_var.reset(token)
+
+
+_LIVE_BODY = b'{"status":"alive"}'
+_LIVE_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_LIVE_BODY)).encode())]
+
+
+class LivenessMiddleware:
+    """Answers GET/HEAD /health/live before routing: probes arrive often and must stay cheap.
+    It sits inside the request-id and CORS layers, so the answer carries their headers too; the
+    same route is declared in FastAPI for the OpenAPI schema."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/health/live" and scope["method"] in ("GET", "HEAD"):
+            await send({"type": "http.response.start", "status": 200, "headers": list(_LIVE_HEADERS)})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else _LIVE_BODY})
+            return
+        await self.app(scope, receive, send)
 
 
 _SENSITIVE_PARAM = re.compile(r"token|secret|key|password", re.IGNORECASE)
