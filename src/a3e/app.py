@@ -6,6 +6,7 @@ starts the background database monitor and returns at once, whatever state the d
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -62,7 +63,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await monitor.stop()
-        app.state.email.shutdown(wait=False)
+        # Queued emails get their chance within a bounded time.
+        await asyncio.to_thread(app.state.email.shutdown, True, 10.0)
         database.dispose()
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import select, update
 
 from a3e.apikeys.models import ApiKey
@@ -57,6 +58,11 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def password_version(user: User) -> int:
+    """Carried in each access token: a password change (or reset) invalidates every earlier token."""
+    return int(user.password_changed_at.timestamp() * 1000)
+
+
 def _user_from_access_token(request: Request, session: SessionDep, token: str) -> User:
     settings = request.app.state.settings
     try:
@@ -69,7 +75,7 @@ def _user_from_access_token(request: Request, session: SessionDep, token: str) -
     user = session.get(User, user_id)
     if user is None or not user.is_active:
         raise Unauthorized("The access token is invalid")
-    if int(claims["iat"]) < int(user.password_changed_at.timestamp()):
+    if claims.get("pwd") != password_version(user):
         raise Unauthorized("The password was changed since this token was issued; log in again")
     return user
 
@@ -85,7 +91,14 @@ def _api_key(session: SessionDep, token: str) -> ApiKey:
     return key
 
 
-def get_principal(request: Request, session: SessionDep) -> Principal:
+# Declared so that /docs shows every protected route with the padlock and the Authorize button
+# logs in through the password form; the header itself is read by bearer_token().
+oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+
+
+def get_principal(
+    request: Request, session: SessionDep, _documented: Annotated[str | None, Depends(oauth2_scheme)] = None
+) -> Principal:
     token = bearer_token(request)
     if token is None:
         raise Unauthorized()

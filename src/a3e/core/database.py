@@ -260,4 +260,6 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit before the response is sent, so a client acting on the response sees
+# the write, and a failed commit is an error response rather than a silent loss.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]

@@ -48,9 +48,12 @@ async def health(request: Request) -> Any:
     database: Database = app.state.database
     readiness = await database.readiness()
     features = feature_health(app)
+    email = app.state.email.health()
     if not readiness.ready:
         overall = "unavailable"
-    elif any(entry["status"] == FeatureState.FAILED.value for entry in features.values()):
+    elif email["status"] == "failing" or any(
+        entry["status"] == FeatureState.FAILED.value for entry in features.values()
+    ):
         overall = "degraded"
     else:
         overall = "ok"
@@ -63,6 +66,8 @@ async def health(request: Request) -> Any:
         "checks": {
             "database": {**readiness.database.as_dict(), "backend": database.engine.dialect.name},
             "migrations": readiness.migrations.as_dict(),
+            # Email never decides readiness: a mail outage must not take the API out of rotation.
+            "email": email,
         },
         "features": features,
     }

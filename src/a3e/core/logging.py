@@ -90,6 +90,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self._utc_second(record.created, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "message": record.getMessage(),
         }
         request_id = getattr(record, "request_id", None) or request_id_var.get()
@@ -105,7 +106,7 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s")
         self._local_second = _SecondCache(time.localtime)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
