@@ -91,3 +91,35 @@ def test_migrate_command_and_check(tmp_path):
     assert "migrated" in migrate.stdout
     check = subprocess.run([sys.executable, "-m", "a3e", "migrate", "--check"], env=env, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_database_refuses_two_open_invitations_to_one_address(database_url):
+    import uuid
+    from datetime import timedelta
+
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import Session
+
+    from a3e.core.models import utcnow
+    from a3e.workspaces.models import Invitation, Workspace
+
+    engine = create_engine(database_url)
+    migrations.upgrade(engine)
+    with Session(engine) as session:
+        workspace = Workspace(name="W")
+        session.add(workspace)
+        session.flush()
+
+        def invitation(**values) -> Invitation:
+            return Invitation(
+                workspace_id=workspace.id, email="x@example.edu", role="viewer", token_hash=uuid.uuid4().hex,
+                expires_at=utcnow() + timedelta(days=7), **values,
+            )
+
+        session.add_all([invitation(revoked_at=utcnow()), invitation(accepted_at=utcnow()), invitation()])
+        session.commit()  # closed ones don't count
+        session.add(invitation())
+        with pytest.raises(IntegrityError):
+            session.commit()
+    engine.dispose()

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, String, UniqueConstraint, Uuid
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a3e.core.database import Base
@@ -36,9 +36,23 @@ class Membership(UUIDPrimaryKey, Timestamps, Base):
     role: Mapped[str] = mapped_column(String(16), nullable=False)
 
 
+_OPEN_INVITATION = text("accepted_at IS NULL AND revoked_at IS NULL")
+
+
 class Invitation(UUIDPrimaryKey, Base):
     __tablename__ = "invitations"
-    __table_args__ = (CheckConstraint(_ROLE_CHECK, name="role"),)
+    __table_args__ = (
+        CheckConstraint(_ROLE_CHECK, name="role"),
+        # At most one open invitation per address and workspace, even when two admins race.
+        Index(
+            "uq_invitations_open_email",
+            "workspace_id",
+            "email",
+            unique=True,
+            postgresql_where=_OPEN_INVITATION,
+            sqlite_where=_OPEN_INVITATION,
+        ),
+    )
 
     workspace_id: Mapped[uuid.UUID] = mapped_column(
         Uuid(), ForeignKey("workspaces.id", ondelete="CASCADE"), index=True, nullable=False
