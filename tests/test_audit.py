@@ -564,3 +564,14 @@ def test_filters_describe_themselves_for_the_export_record():
     filters = AuditFilters(action="member.*", since=since)
     assert filters.as_details() == {"action": "member.*", "since": since}
     assert AuditFilters().as_details() == {}
+
+
+def test_a_stranger_learns_nothing_even_from_bad_filters(api, make_person, make_workspace):
+    owner, stranger = make_person(), make_person()
+    workspace = make_workspace(owner)
+    for path in ("audit-log", "audit-log/export"):
+        response = api.get(
+            f"/api/v1/workspaces/{workspace['id']}/{path}", params={"since": "not-a-date"}, headers=stranger.headers
+        )
+        assert response.status_code == 404, response.text
+        assert response.json()["error"]["message"] == "Workspace not found"

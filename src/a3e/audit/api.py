@@ -106,8 +106,8 @@ FiltersDep = Annotated[AuditFilters, Depends(audit_filters)]
 def read_audit_log(
     response: Response,
     session: SessionDep,
+    access: Annotated[WorkspaceAccess, require(Action.AUDIT_READ)],
     filters: FiltersDep,
-    access: WorkspaceAccess = require(Action.AUDIT_READ),
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="How many events at most")] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the previous page")] = None,
     include_total: Annotated[bool, Query(description="Also count every matching event (slower)")] = False,
@@ -133,8 +133,8 @@ def read_audit_log(
 def export_audit_log(
     request: Request,
     session: SessionDep,
+    access: Annotated[WorkspaceAccess, require(Action.AUDIT_READ)],
     filters: FiltersDep,
-    access: WorkspaceAccess = require(Action.AUDIT_READ),
 ) -> StreamingResponse:
     event = record_event(
         session,
