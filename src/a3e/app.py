@@ -21,7 +21,7 @@ from a3e import __version__
 from a3e.core.database import Database, DatabaseMonitor, describe_db_error, ensure_sqlite_directory
 from a3e.core.errors import error_response, install_error_handlers, request_id_of
 from a3e.core.features import Feature, resolve_features
-from a3e.core.logging import configure_logging
+from a3e.core.logging import access_log, configure_logging
 from a3e.core.middleware import CORSMiddleware, GuardMiddleware, LivenessMiddleware, RequestContextMiddleware
 from a3e.core.security import PasswordHasherConfig, Passwords
 from a3e.core.settings import ConfigError, Settings, load_settings
@@ -65,6 +65,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await monitor.stop()
         # Queued emails get their chance within a bounded time.
         await asyncio.to_thread(app.state.email.shutdown, True, 10.0)
+        access_log.flush()
         database.dispose()
 
 
@@ -80,6 +81,21 @@ async def _database_unavailable(request: Request, exc: Exception) -> object:
     )
 
 
+class A3EApp(FastAPI):
+    """FastAPI with our edge layers outside the framework's own middleware stack.
+
+    Request id, access log, CORS and the liveness answer wrap everything, Starlette's
+    ServerErrorMiddleware included: every response (a crash's too) gets its request id and CORS
+    headers, and a liveness probe costs no more than those layers.
+    """
+
+    cors_origins: list[str] = []
+
+    def build_middleware_stack(self):  # type: ignore[no-untyped-def]
+        inner = super().build_middleware_stack()
+        return RequestContextMiddleware(CORSMiddleware(LivenessMiddleware(inner), allow_origins=self.cors_origins))
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -93,7 +109,7 @@ def create_app(
     for warning in warnings:
         logger.warning(warning)
 
-    app = FastAPI(
+    app = A3EApp(
         title="A³E API",
         version=__version__,
         description="Autonomous Accreditation & Audit Engine",
@@ -101,8 +117,11 @@ def create_app(
         docs_url="/docs",
         redoc_url=None,
         openapi_url="/openapi.json",
+        # No OpenTelemetry export is configured; its per-request hooks would only cost time.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False},
     )
     app.state.settings = settings
+    app.cors_origins = list(settings.cors_origins)
     app.state.database = Database(settings)
     from a3e.email.service import EmailSender
 
@@ -127,15 +146,12 @@ def create_app(
         app, settings, builtin_features() if features is None else features
     )
 
-    # add_middleware wraps: the last added is the outermost.
+    # Inside the framework's stack; the edge layers wrap it (see A3EApp).
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_kb * 1024,
         max_upload_bytes=settings.max_upload_mb * 1024 * 1024,
     )
-    app.add_middleware(LivenessMiddleware)
-    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins)
-    app.add_middleware(RequestContextMiddleware)
     return app
 
 

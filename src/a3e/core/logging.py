@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -120,6 +123,89 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class AccessLog:
+    """One line per request, in the same format as every other line, written without the logging
+    module's per-record machinery (which costs more than the rest of a health probe).
+
+    Lines are built from the method, the masked path, numbers and the validated request id (so
+    there is nothing to redact) and written in batches: at most `FLUSH_SECONDS` late, at once
+    when the batch is full, and at shutdown.
+    """
+
+    FLUSH_SECONDS = 0.2
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self.enabled = True
+        self.json = False
+        self.stream: Any = None
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+        self._last_flush = time.monotonic()
+        self._pid = 0
+        self._local_second = _SecondCache(time.localtime)
+        self._utc_second = _SecondCache(time.gmtime)
+        self._flusher: threading.Thread | None = None
+
+    def configure(self, *, enabled: bool, json_format: bool, stream: Any) -> None:
+        self.flush()
+        self.enabled, self.json, self.stream = enabled, json_format, stream
+        self._pid = os.getpid()
+
+    def write(self, request_id: str, method: str, path: str, status: int, duration_ms: float) -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        millis = int((now % 1) * 1000)
+        message = f"{method} {path} {status}"
+        if self.json:
+            line = (
+                f'{{"ts": "{self._utc_second(now, "%Y-%m-%dT%H:%M:%S")}.{millis:03d}Z", "level": "info", '
+                f'"logger": "a3e.access", "pid": {self._pid}, "message": {json.dumps(message)}, '
+                f'"request_id": "{request_id}", "method": {json.dumps(method)}, "path": {json.dumps(path)}, '
+                f'"status": {status}, "duration_ms": {duration_ms}}}\n'
+            )
+        else:
+            line = (
+                f"{self._local_second(now, '%Y-%m-%d %H:%M:%S')},{millis:03d} INFO    [{self._pid}] a3e.access: "
+                f"{message} request_id={request_id} method={method} path={path} status={status} "
+                f"duration_ms={duration_ms}\n"
+            )
+        with self._lock:
+            self._lines.append(line)
+            due = len(self._lines) >= self.BATCH or time.monotonic() - self._last_flush >= self.FLUSH_SECONDS
+        if due:
+            self.flush()
+        elif self._flusher is None:
+            self._start_flusher()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._lines = self._lines, []
+            self._last_flush = time.monotonic()
+        if lines and self.stream is not None:
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed stream at exit: nothing left to tell
+                pass
+
+    def _start_flusher(self) -> None:
+        def run() -> None:
+            while True:
+                time.sleep(self.FLUSH_SECONDS)
+                if self._lines:
+                    self.flush()
+
+        with self._lock:
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=run, name="a3e-access-log", daemon=True)
+                self._flusher.start()
+
+
+access_log = AccessLog()
+atexit.register(access_log.flush)
+
 _configured_handler: logging.Handler | None = None
 
 
@@ -135,6 +221,9 @@ def configure_logging(level: str = "info", fmt: str = "text", secrets: list[str]
     root.addHandler(handler)
     root.setLevel(level.upper())
     _configured_handler = handler
+    access_log.configure(
+        enabled=logging.getLogger("a3e.access").isEnabledFor(logging.INFO), json_format=fmt == "json", stream=handler.stream
+    )
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers.clear()

@@ -1,4 +1,5 @@
-"""The edge of the app, as plain ASGI middleware (outermost first):
+"""The edge of the app, as plain ASGI middleware (outermost first; the first three wrap even the
+framework's own stack, see a3e.app.A3EApp):
 
 1. `RequestContextMiddleware`: request id in and out, one access-log line per request.
 2. `CORSMiddleware`: CORS headers on *every* response to an allowed origin, errors included.
@@ -23,9 +24,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from a3e.core.errors import error_response
-from a3e.core.logging import request_id_var
+from a3e.core.logging import access_log, request_id_var
 
-access_logger = logging.getLogger("a3e.access")
 error_logger = logging.getLogger("a3e.errors")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -72,25 +72,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if access_logger.isEnabledFor(logging.INFO):
-                path = loggable_path(scope)  # never the query string, nor a token in the path
-                access_logger.info(
-                    "%s %s %s",
-                    scope["method"],
-                    path,
-                    status,
-                    extra={
-                        "fields": {
-                            "request_id": request_id,
-                            "method": scope["method"],
-                            "path": path,
-                            "status": status,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        },
-                        # Built only from the method, the masked path and numbers: nothing to redact.
-                        "redacted": True,
-                    },
-                )
+            # Never the query string, nor a token in the path.
+            access_log.write(
+                request_id, scope["method"], loggable_path(scope), status, round((time.perf_counter() - started) * 1000, 2)
+            )
             request_id_var.reset(token)
 
 
