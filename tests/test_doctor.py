@@ -175,3 +175,32 @@ def test_the_command_prints_json_and_sets_the_exit_status(tmp_path):
     assert failing.returncode == 1
     assert "[FAIL] SECRET_KEY" in failing.stdout
     assert "Traceback" not in failing.stdout + failing.stderr
+
+
+def test_email_check(monkeypatch):
+    from aiosmtpd.controller import Controller
+
+    class Accept:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            return "250 OK"
+
+    monkeypatch.setenv("SMTP_SECURITY", "none")
+    controller = Controller(Accept(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("SMTP_PORT", str(controller.port))
+        check = by_name(run_doctor(timeout=2))["email"]
+        assert check.status == OK and "answers" in check.message
+    finally:
+        controller.stop()
+    check = by_name(run_doctor(timeout=1))["email"]  # nothing listens there now
+    assert check.status == FAIL and "cannot reach" in check.message
+    monkeypatch.setenv("SMTP_SECURITY", "starttls")
+    monkeypatch.delenv("SMTP_HOST")
+    assert by_name(run_doctor(timeout=1))["email"].status == OK  # development outbox
+
+
+def test_production_without_smtp_warns(production_env):
+    check = by_name(run_doctor(timeout=1))["email"]
+    assert check.status == WARN and "SMTP_HOST" in check.message

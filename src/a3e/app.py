@@ -56,12 +56,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     monitor = DatabaseMonitor(database, auto_migrate=settings.should_auto_migrate)
     app.state.database_monitor = monitor
     monitor.start()
+    flusher = asyncio.get_running_loop().create_task(access_log.flush_periodically(), name="a3e-access-log")
     logger.info(
         "A3E %s started (%s, database %s)", __version__, settings.environment_label, database.masked_url
     )
     try:
         yield
     finally:
+        flusher.cancel()
         await monitor.stop()
         # Queued emails get their chance within a bounded time.
         await asyncio.to_thread(app.state.email.shutdown, True, 10.0)

@@ -128,8 +128,8 @@ class AccessLog:
     module's per-record machinery (which costs more than the rest of a health probe).
 
     Lines are built from the method, the masked path, numbers and the validated request id (so
-    there is nothing to redact) and written in batches: at most `FLUSH_SECONDS` late, at once
-    when the batch is full, and at shutdown.
+    there is nothing to redact) and written in batches: when `BATCH` lines wait, every
+    `FLUSH_SECONDS` (the app's lifespan runs `flush_periodically`), and at shutdown and exit.
     """
 
     FLUSH_SECONDS = 0.2
@@ -141,11 +141,9 @@ class AccessLog:
         self.stream: Any = None
         self._lines: list[str] = []
         self._lock = threading.Lock()
-        self._last_flush = time.monotonic()
         self._pid = 0
         self._local_second = _SecondCache(time.localtime)
         self._utc_second = _SecondCache(time.gmtime)
-        self._flusher: threading.Thread | None = None
 
     def configure(self, *, enabled: bool, json_format: bool, stream: Any) -> None:
         self.flush()
@@ -171,18 +169,15 @@ class AccessLog:
                 f"{message} request_id={request_id} method={method} path={path} status={status} "
                 f"duration_ms={duration_ms}\n"
             )
-        with self._lock:
-            self._lines.append(line)
-            due = len(self._lines) >= self.BATCH or time.monotonic() - self._last_flush >= self.FLUSH_SECONDS
-        if due:
+        lines = self._lines
+        # Written from the event loop's thread only; flush() swaps the list under the lock.
+        lines.append(line)
+        if len(lines) >= self.BATCH:
             self.flush()
-        elif self._flusher is None:
-            self._start_flusher()
 
     def flush(self) -> None:
         with self._lock:
             lines, self._lines = self._lines, []
-            self._last_flush = time.monotonic()
         if lines and self.stream is not None:
             try:
                 self.stream.write("".join(lines))
@@ -190,17 +185,15 @@ class AccessLog:
             except (OSError, ValueError):  # a closed stream at exit: nothing left to tell
                 pass
 
-    def _start_flusher(self) -> None:
-        def run() -> None:
-            while True:
-                time.sleep(self.FLUSH_SECONDS)
-                if self._lines:
-                    self.flush()
+    async def flush_periodically(self) -> None:
+        """Run by the app's lifespan: quiet periods still see their lines within a moment. (An
+        event-loop task rather than a thread, so that it never competes for the GIL mid-request.)"""
+        import asyncio
 
-        with self._lock:
-            if self._flusher is None:
-                self._flusher = threading.Thread(target=run, name="a3e-access-log", daemon=True)
-                self._flusher.start()
+        while True:
+            await asyncio.sleep(self.FLUSH_SECONDS)
+            if self._lines:
+                self.flush()
 
 
 access_log = AccessLog()

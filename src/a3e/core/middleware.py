@@ -160,11 +160,15 @@ class CORSMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        origin = headers.get("origin")
+        origin = None
+        for name, value in scope["headers"]:  # raw scan: most requests carry no Origin at all
+            if name == b"origin":
+                origin = value.decode("latin-1")
+                break
         if origin is None:
             await self.app(scope, receive, send)
             return
+        headers = Headers(scope=scope)
         allowed = self.is_allowed(origin)
         if scope["method"] == "OPTIONS" and "access-control-request-method" in headers:
             await self._preflight(scope, receive, send, headers, origin, allowed)

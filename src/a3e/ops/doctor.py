@@ -68,6 +68,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
         report.add("migrations", FAIL, "cannot be checked while the database is unreachable")
     _check_features(report, settings, features)
     _check_port(report, settings, problems)
+    _check_email(report, settings, timeout)
     _check_stripe(report, settings)
     return report
 
@@ -253,6 +254,47 @@ def _check_port(report: DoctorReport, settings: Settings, problems: list[ConfigP
             )
             return
     report.add("PORT", OK, f"{settings.port} is valid and free on {host}")
+
+
+def _check_email(report: DoctorReport, settings: Settings, timeout: float) -> None:
+    if not settings.smtp_host:
+        if settings.is_production:
+            report.add(
+                "email", WARN, "SMTP_HOST is not set: invitations, password resets and verifications are not sent",
+                "set SMTP_HOST (and SMTP_USERNAME/SMTP_PASSWORD) for your mail provider",
+            )
+        else:
+            report.add("email", OK, f"development: messages are written to {settings.data_dir / 'outbox'}")
+        return
+    import smtplib
+    import ssl
+
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
+    try:
+        if settings.smtp_security == "ssl":
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                settings.smtp_host, settings.smtp_port, timeout=timeout, context=ssl.create_default_context()
+            )
+        else:
+            client = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+        with client:
+            client.ehlo()
+            if settings.smtp_security == "starttls":
+                if not client.has_extn("starttls"):
+                    report.add("email", FAIL, f"{where} does not offer STARTTLS", "set SMTP_SECURITY=ssl or none as your provider says")
+                    return
+                client.starttls(context=ssl.create_default_context())
+                client.ehlo()
+            if settings.smtp_username and settings.smtp_password:
+                client.login(settings.smtp_username, settings.smtp_password.get_secret_value())
+    except smtplib.SMTPAuthenticationError:
+        report.add("email", FAIL, f"{where} refused SMTP_USERNAME/SMTP_PASSWORD", "check the credentials with your provider")
+        return
+    except (OSError, smtplib.SMTPException) as exc:
+        report.add("email", FAIL, f"cannot reach {where} ({exc.__class__.__name__}: {exc})", "check SMTP_HOST, SMTP_PORT and SMTP_SECURITY")
+        return
+    login = " and accepts the login" if settings.smtp_username else ""
+    report.add("email", OK, f"{where} answers ({settings.smtp_security}){login}")
 
 
 def _check_stripe(report: DoctorReport, settings: Settings) -> None:
