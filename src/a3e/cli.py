@@ -1,4 +1,4 @@
-"""The `a3e` command: serve, migrate, doctor, probe, version.
+"""The `a3e` command: serve, migrate, doctor, probe, standards, version.
 
 Heavy modules are imported inside each command, so `a3e --help` and a configuration error are
 answered at once.
@@ -157,6 +157,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_standards_validate(args: argparse.Namespace) -> int:
+    from a3e.standards.cli import validate_files
+
+    return validate_files(args.files, fmt=args.format, as_json=args.json)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from a3e import __version__
 
@@ -195,6 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds for each request (default 5)")
     probe.add_argument("--json", action="store_true", help="machine-readable output")
     probe.set_defaults(handler=cmd_probe)
+
+    standards = commands.add_parser("standards", help="standards catalogs: check a custom framework file")
+    standards_commands = standards.add_subparsers(dest="standards_command", required=True, metavar="COMMAND", parser_class=_Parser)
+    validate = standards_commands.add_parser(
+        "validate",
+        help="check a catalog file (CSV with id, parent, title, text; JSON; YAML) before importing it",
+        epilog="exit status: 0 valid, 1 invalid or unreadable, 64 invalid input",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="the file(s) to check")
+    validate.add_argument("--format", choices=("csv", "json", "yaml"), help="default: from the extension or content")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+    validate.set_defaults(handler=cmd_standards_validate)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)

@@ -44,6 +44,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "a3e.workspaces.models",
     "a3e.apikeys.models",
     "a3e.audit.models",
+    "a3e.standards.models",
 )
 
 

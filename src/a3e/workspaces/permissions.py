@@ -24,6 +24,7 @@ class Action(StrEnum):
     AUDIT_READ = "audit.read"
     EVIDENCE_READ = "evidence.read"
     EVIDENCE_WRITE = "evidence.write"
+    CATALOGS_MANAGE = "catalogs.manage"  # choose the catalogs the workspace is reviewed against, import custom ones
 
 
 _VIEWER = {Action.WORKSPACE_READ, Action.MEMBERS_READ, Action.EVIDENCE_READ}
@@ -34,6 +35,7 @@ _ADMIN = _EDITOR | {
     Action.INVITATIONS_MANAGE,
     Action.API_KEYS_MANAGE,
     Action.AUDIT_READ,
+    Action.CATALOGS_MANAGE,
 }
 _OWNER = _ADMIN | {Action.WORKSPACE_DELETE, Action.OWNERS_MANAGE}
 

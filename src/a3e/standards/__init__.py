@@ -1,0 +1,2 @@
+"""Standards catalogs: the built-in accreditor catalogs, custom frameworks imported into a
+workspace, and the catalogs each workspace is reviewed against."""
