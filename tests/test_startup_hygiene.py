@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 import tomllib
+
+import pytest
 from pathlib import Path
 
 from a3e.core.settings import Settings
@@ -87,3 +89,18 @@ def test_readme_opens_with_the_two_commands():
     assert "./scripts/serve" in head and "./scripts/test" in head
     ci = (ROOT / ".ci" / "run").read_text()
     assert "./scripts/test" in ci
+
+
+def test_no_shipped_file_is_git_ignored():
+    """An ignored file under src/ works here and is missing from every clean clone (CI, deploys):
+    the password list once was, through a `data/` rule meant for the local data directory."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "src" / "a3e").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(".pyc")
+    ]
+    ignored = subprocess.run(["git", "check-ignore", *files], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.strip() == "", f"git ignores shipped files:\n{ignored.stdout}"
+    assert any(name.endswith("common-passwords.txt.gz") for name in files)
