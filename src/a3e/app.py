@@ -18,11 +18,23 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from a3e import __version__
-from a3e.core.database import Database, DatabaseMonitor, describe_db_error, ensure_sqlite_directory
+from a3e.core.database import (
+    MAX_CONNECTIONS_PER_PROCESS,
+    Database,
+    DatabaseMonitor,
+    describe_db_error,
+    ensure_sqlite_directory,
+)
 from a3e.core.errors import error_response, install_error_handlers, request_id_of
 from a3e.core.features import Feature, resolve_features
 from a3e.core.logging import access_log, configure_logging
-from a3e.core.middleware import CORSMiddleware, GuardMiddleware, LivenessMiddleware, RequestContextMiddleware
+from a3e.core.middleware import (
+    ConcurrencyLimitMiddleware,
+    CORSMiddleware,
+    GuardMiddleware,
+    LivenessMiddleware,
+    RequestContextMiddleware,
+)
 from a3e.core.security import PasswordHasherConfig, Passwords
 from a3e.core.settings import ConfigError, Settings, load_settings
 
@@ -149,7 +161,8 @@ def create_app(
         app, settings, builtin_features() if features is None else features
     )
 
-    # Inside the framework's stack; the edge layers wrap it (see A3EApp).
+    # Inside the framework's stack; the edge layers wrap it (see A3EApp). The last added is outermost.
+    app.add_middleware(ConcurrencyLimitMiddleware, limit=MAX_CONNECTIONS_PER_PROCESS)
     app.add_middleware(
         GuardMiddleware,
         max_body_bytes=settings.max_body_kb * 1024,

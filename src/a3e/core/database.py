@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +37,13 @@ NAMING_CONVENTION = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+
+# Connections per process. The app admits at most this many API requests at once per process
+# (see ConcurrencyLimitMiddleware): a request then never waits for a connection while holding
+# a worker thread that another request's connection is waiting for.
+DB_POOL_SIZE = 5
+DB_MAX_OVERFLOW = 10
+MAX_CONNECTIONS_PER_PROCESS = DB_POOL_SIZE + DB_MAX_OVERFLOW
 
 # Domain packages whose models belong to the schema; migrations and the drift test load them all.
 MODEL_MODULES: tuple[str, ...] = (
@@ -87,8 +94,8 @@ def build_engine(settings: Settings) -> Engine:
         url,
         connect_args={"connect_timeout": max(1, round(timeout)), "application_name": "a3e"},
         pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
+        pool_size=DB_POOL_SIZE,
+        max_overflow=DB_MAX_OVERFLOW,
         pool_timeout=timeout,
         pool_recycle=1800,
     )
@@ -249,16 +256,38 @@ class DatabaseMonitor:
             delay = min(delay * 2, self.max_delay)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One session per request, committed when the endpoint returns without error."""
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """One session per request, committed when the endpoint returns without error.
+
+    Opening a session does no I/O, so it happens on the event loop; only the end (commit or
+    rollback, and returning the connection) does I/O, and runs in a worker thread. The blocking
+    queries themselves run in the sync dependencies and endpoints that use the session.
+    """
     database: Database = request.app.state.database
-    with database.session() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    session = database.session()
+    try:
+        yield session
+    except BaseException:
+        await asyncio.to_thread(_rollback_and_close, session)
+        raise
+    await asyncio.to_thread(_commit_and_close, session)
+
+
+def _commit_and_close(session: Session) -> None:
+    try:
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _rollback_and_close(session: Session) -> None:
+    try:
+        session.rollback()
+    finally:
+        session.close()
 
 
 # scope="function": commit before the response is sent, so a client acting on the response sees

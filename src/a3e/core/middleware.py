@@ -311,3 +311,46 @@ def _human_bytes(size: int) -> str:
     if size >= 1024 and size % 1024 == 0:
         return f"{size // 1024} KB"
     return f"{size} bytes"
+
+
+class ConcurrencyLimitMiddleware:
+    """Admits at most `limit` API requests at once in this process; the others wait their turn.
+
+    Endpoints run blocking database work in worker threads, and a request's session holds its
+    connection from its first query until its end. With more requests in flight than connections,
+    every thread can end up waiting for a connection held by a request that is itself waiting for
+    a thread — the process stalls. Admitting no more requests than the pool has connections makes
+    that impossible. A request that waits longer than `max_wait` seconds gets 503 and Retry-After.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, max_wait: float = 30.0, prefix: str = "/api/") -> None:
+        self.app = app
+        self.limit = limit
+        self.max_wait = max_wait
+        self.prefix = prefix
+        self._semaphore = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+        import asyncio
+
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self.max_wait)
+        except TimeoutError:
+            response = error_response(
+                503,
+                "server_busy",
+                "The server is busy; try again shortly.",
+                request_id=_state(scope).get("request_id"),
+                headers={"Retry-After": "2"},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._semaphore.release()

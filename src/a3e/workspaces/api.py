@@ -98,7 +98,8 @@ def create_workspace(
 
 
 @router.get("/workspaces/{workspace_id}", tags=["workspaces"], summary="A workspace, with my role")
-def get_workspace(access: Annotated[WorkspaceAccess, require(Action.WORKSPACE_READ)]) -> WorkspaceOut:
+async def get_workspace(access: Annotated[WorkspaceAccess, require(Action.WORKSPACE_READ)]) -> WorkspaceOut:
+    # No I/O here (the access check loaded the workspace), so no worker-thread hop either.
     return _workspace_out(access.workspace, access.role)
 
 
