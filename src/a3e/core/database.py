@@ -41,8 +41,11 @@ class Base(DeclarativeBase):
 # Connections per process. The app admits at most this many API requests at once per process
 # (see ConcurrencyLimitMiddleware): a request then never waits for a connection while holding
 # a worker thread that another request's connection is waiting for.
-DB_POOL_SIZE = 5
-DB_MAX_OVERFLOW = 10
+# All of them are kept open: an overflow connection closed after each burst costs a new
+# connection (a new PostgreSQL backend process) for the next one, and under load that churn
+# dominated the cost of a request.
+DB_POOL_SIZE = 10
+DB_MAX_OVERFLOW = 0
 MAX_CONNECTIONS_PER_PROCESS = DB_POOL_SIZE + DB_MAX_OVERFLOW
 
 # Domain packages whose models belong to the schema; migrations and the drift test load them all.
@@ -78,6 +81,8 @@ def build_engine(settings: Settings) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": max(timeout, 5.0)},
             pool_pre_ping=False,
+            pool_size=DB_POOL_SIZE,
+            max_overflow=DB_MAX_OVERFLOW,
         )
 
         @event.listens_for(engine, "connect")
