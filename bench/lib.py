@@ -51,7 +51,7 @@ A3E_UVICORN_OPTIONS = dict(
     log_config=None,
     access_log=False,
     server_header=False,
-    proxy_headers=True,
+    proxy_headers=False,  # the app reads forwarded headers itself, for A3E_TRUSTED_PROXIES
     timeout_graceful_shutdown=15,
     timeout_keep_alive=30,
 )
@@ -116,7 +116,11 @@ def spawn(
     stdout=subprocess.DEVNULL,
     stderr=subprocess.DEVNULL,
     cpus: Sequence[int] | None = None,
+    run_as: tuple[int, int] | None = None,
 ) -> subprocess.Popen:
+    """`run_as` (uid, gid): run the child as that unprivileged user, without supplementary groups
+    (PostgreSQL refuses to run as root). The parent-death signal is set after the switch, so it holds."""
+    identity = {} if run_as is None else {"user": run_as[0], "group": run_as[1], "extra_groups": []}
     process = subprocess.Popen(
         list(cmd),
         env=env,
@@ -126,6 +130,7 @@ def spawn(
         stderr=stderr,
         start_new_session=True,
         preexec_fn=_preexec(cpus),
+        **identity,
     )
     _children.append(process)
     return process
@@ -170,7 +175,8 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 
 def stop_all() -> None:
-    for process in list(_children):
+    # Newest first: servers before the database they use.
+    for process in reversed(list(_children)):
         try:
             stop(process, timeout=5)
         except Exception:  # noqa: BLE001 - best effort at exit

@@ -22,7 +22,10 @@ from lib import BENCH_DIR, ROOT, cpu_count, install_cleanup, log  # noqa: E402
 
 from report import TARGET_LIVE_RATIO, render  # noqa: E402
 
-SECTIONS = ("startup", "rss", "import", "micro", "http")
+SECTIONS = ("startup", "rss", "import", "micro", "http", "auth")
+# Where each section keeps its figures in RESULTS.json.
+SECTION_KEYS = {"startup": ("cold_start",), "rss": ("rss",), "import": ("import", "serve_imports"), "micro": ("micro",),
+                "http": ("http",), "auth": ("auth",)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,9 +45,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
                         help="py-spy profile of A³E under load: when the throughput target is missed (auto)")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument("--auth-workers", default="1,2",
+                        help="auth: WEB_CONCURRENCY values, servers run side by side (default 1,2)")
+    parser.add_argument("--read-connections", default="32,64",
+                        help="auth: connections for the authenticated read (default 32,64)")
+    parser.add_argument("--login-connections", default="4,8", help="auth: connections for login (default 4,8)")
+    parser.add_argument("--login-duration", type=float, default=None, help="auth: seconds per login run (default 5; quick 3)")
+    parser.add_argument("--argon2-runs", type=int, default=None, help="auth: in-process argon2id hashes timed (default 9; quick 3)")
+    parser.add_argument("--whatif-duration", type=float, default=None,
+                        help="auth: seconds per run of the what-if servers, when the read target is missed (default 5; quick 2)")
     parser.add_argument("--no-diagnostics", action="store_true",
                         help="load only A³E and the bare ASGI app (skip bare FastAPI, LOG_LEVEL=warning, what-ifs)")
     parser.add_argument("--output", default=str(BENCH_DIR / "RESULTS.md"), help="where to write the report")
+    parser.add_argument("--keep-others", action="store_true",
+                        help="with --only: carry the other sections over from the existing RESULTS.json next to "
+                             "--output (the report says which run each comes from)")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
@@ -56,9 +71,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if quick else 3)
     args.duration = args.duration or (3.0 if quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 2.0)
+    args.login_duration = args.login_duration or (3.0 if quick else 5.0)
+    args.argon2_runs = args.argon2_runs or (3 if quick else 9)
+    args.whatif_duration = args.whatif_duration or (2.0 if quick else 5.0)
+    try:
+        args.auth_workers = _int_list(args.auth_workers)
+        args.read_connections = _int_list(args.read_connections)
+        args.login_connections = _int_list(args.login_connections)
+    except ValueError:
+        parser.error("--auth-workers, --read-connections and --login-connections take comma-separated numbers")
+    if not (all(1 <= n <= 8 for n in args.auth_workers) and all(1 <= n <= 256 for n in args.read_connections)
+            and all(1 <= n <= 32 for n in args.login_connections) and 0 < args.login_duration <= 60
+            and 1 <= args.argon2_runs <= 50 and 0 < args.whatif_duration <= 60):
+        parser.error("keep it bounded: --auth-workers 1..8, --read-connections 1..256, --login-connections 1..32, "
+                     "--login-duration and --whatif-duration up to 60 s, --argon2-runs 1..50")
     if not (1 <= args.runs <= 50 and 1 <= args.rounds <= 10 and 0 < args.duration <= 60 and 1 <= args.connections <= 256):
         parser.error("keep it bounded: --runs 1..50, --rounds 1..10, --duration up to 60 s, --connections 1..256")
     return args
+
+
+def _int_list(text: str) -> list[int]:
+    values = [int(part) for part in text.split(",") if part.strip()]
+    if not values:
+        raise ValueError(text)
+    return list(dict.fromkeys(values))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +177,7 @@ def main(argv: list[str]) -> int:
     command = shlex.join(["bench/run", *shown])
     results: dict = {"command": command, "args": {k: v for k, v in vars(args).items() if k != "output"}}
     tool = None
-    if "http" in args.only:
+    if "http" in args.only or "auth" in args.only:
         from bench_http import load_tool
 
         tool = load_tool(args.loadgen)
@@ -177,15 +213,37 @@ def main(argv: list[str]) -> int:
             diagnostics=not args.no_diagnostics, profile_mode=args.profile, target_ratio=TARGET_LIVE_RATIO,
             profile_seconds=args.profile_seconds,
         )
+    if "auth" in args.only:
+        from bench_auth import auth
+
+        log(f"auth: login and an authenticated workspace read on PostgreSQL, WEB_CONCURRENCY "
+            f"{','.join(map(str, args.auth_workers))}")
+        try:
+            results["auth"] = auth(
+                tool=tool, rounds=args.rounds, duration=args.duration, warmup=args.warmup,
+                read_connections=args.read_connections, login_connections=args.login_connections,
+                login_duration=args.login_duration, workers=args.auth_workers, profile_mode=args.profile,
+                profile_seconds=args.profile_seconds, argon2_runs=args.argon2_runs,
+                whatif_duration=args.whatif_duration,
+            )
+        except Exception as exc:  # the other sections' figures still get written
+            from bench_auth import clean_text
+
+            log(f"auth section failed: {exc.__class__.__name__}: {exc}")
+            results["auth"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
     results["elapsed_s"] = time.monotonic() - started
 
     output = Path(args.output)
-    text = render(results, partial=set(args.only) != set(SECTIONS))
-    _check_no_local_paths(text)
-    output.write_text(text)
+    if args.keep_others:
+        _carry_over(results, output.with_suffix(".json"), args.only)
+    # The raw figures first: a failure to render them must not lose them.
     json_text = json.dumps(results, indent=1, default=str)
     _check_no_local_paths(json_text)
     output.with_suffix(".json").write_text(json_text + "\n")
+    present = {name for name, keys in SECTION_KEYS.items() if keys[0] in results}
+    text = render(results, partial=present != set(SECTIONS))
+    _check_no_local_paths(text)
+    output.write_text(text)
     log(f"wrote {output.name} and {output.with_suffix('.json').name} in {results['elapsed_s']:.0f}s")
     print(text)
     return 0
@@ -209,6 +267,27 @@ def micro() -> dict:
         return json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {"error": "bench_micro.py printed no figures"}
+
+
+def _carry_over(results: dict, previous_path: Path, ran: list[str]) -> None:
+    """Copy the sections this run did not measure from the previous RESULTS.json, noting their run."""
+    try:
+        previous = json.loads(previous_path.read_text())
+    except (OSError, ValueError):
+        log(f"--keep-others: no readable {previous_path.name}; only this run's sections are written")
+        return
+    carried = previous.get("carried_over", {})
+    for section, keys in SECTION_KEYS.items():
+        if section in ran or keys[0] not in previous:
+            continue
+        for key in keys:
+            if key in previous:
+                results[key] = previous[key]
+        origin = carried.get(section) or {
+            "date": previous.get("machine", {}).get("date"), "command": previous.get("command"),
+            "commit": previous.get("machine", {}).get("commit"),
+        }
+        results.setdefault("carried_over", {})[section] = origin
 
 
 def _check_no_local_paths(text: str) -> None:

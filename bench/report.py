@@ -124,6 +124,14 @@ def render(results: dict, *, partial: bool = False) -> str:
         results["command"],
         "```",
         "",
+    ]
+    carried = results.get("carried_over") or {}
+    if carried:
+        out += ["Carried over from earlier runs (`--keep-others`), with the machine facts of *this* run below:", ""]
+        out += [f"- section `{section}`: run of {origin.get('date')}, `{origin.get('command')}`, commit "
+                f"{origin.get('commit')}" for section, origin in carried.items()]
+        out.append("")
+    out += [
         "## Machine",
         "",
         f"- nproc: {machine['nproc']} (usable by this run: {machine['usable_cpus']}); CPU: {machine['cpu']}; "
@@ -149,6 +157,10 @@ def render(results: dict, *, partial: bool = False) -> str:
         out += _http(results["http"], results.get("micro"))
     elif "micro" in results:
         out += ["## 5. Findings", ""] + _micro(results["micro"])
+    if "auth" in results:
+        from report_auth import render_auth
+
+        out += render_auth(results["auth"], machine)
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
@@ -205,6 +217,10 @@ def _summary(results: dict) -> list[str]:
                      f"{_ms(results['import']['import_a3e_app_net'])} / "
                      f"{_ms(results['import']['import_a3e_app_in_process']['median'])}", "–", "–", "–"])
         rows.append(["`a3e --help` (wall)", _ms(results["import"]["a3e_help"]["median"]), "–", "–", "–"])
+    if "auth" in results:
+        from report_auth import summary_rows
+
+        rows += summary_rows(results["auth"])
     if not rows:
         return []
     return ["## Summary", ""] + _table(["Measure", "A³E", "Target", "Status", "Old system"], rows)
@@ -348,7 +364,7 @@ def _http(http: dict, micro: dict | None) -> list[str]:
         f"{http['rounds']} interleaved rounds after a warm-up (each round: A³E and the bare app back to back, "
         f"their order alternating, then the diagnostics in a rotating order); medians over the rounds "
         f"(min–max of req/s shown). Every server runs on uvicorn with the options `a3e serve` passes "
-        f"(log_config=None, access_log=False, server_header=False, proxy_headers=True, timeout_keep_alive=30, "
+        f"(log_config=None, access_log=False, server_header=False, proxy_headers=False, timeout_keep_alive=30, "
         f"timeout_graceful_shutdown=15), one worker, uvicorn's default loop and HTTP implementation "
         f"(uvloop and httptools, both installed), with stderr to a file. {pinned} Each server's answer is checked "
         f"before the load (200 and the expected JSON body).",
