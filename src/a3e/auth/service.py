@@ -428,11 +428,16 @@ def change_password(session: Session, request: Request, user: User, current_pass
         session.commit()
         raise WrongCurrentPassword()
     throttle.succeeded(attempt)
+    _replace_password(session, request, user, new_password, "password_changed")
+
+
+def _replace_password(session: Session, request: Request, user: User, new_password: str, reason: str) -> None:
+    """Store the new password, end every session, audit `auth.<reason>`, commit, tell the owner."""
     _set_password(request, user, new_password)
-    _revoke_all_sessions(session, user, "password_changed")
+    _revoke_all_sessions(session, user, reason)
     record_event(
         session,
-        "auth.password_changed",
+        f"auth.{reason}",
         request=request,
         actor_user_id=user.id,
         actor_label=user.email,
@@ -498,21 +503,9 @@ def confirm_password_reset(session: Session, request: Request, token: str, new_p
         .values(used_at=now)
         .execution_options(synchronize_session=False)
     )
-    _set_password(request, user, new_password)
     if user.email_verified_at is None:  # following the emailed link proves the address
         user.email_verified_at = now
-    _revoke_all_sessions(session, user, "password_reset")
-    record_event(
-        session,
-        "auth.password_reset",
-        request=request,
-        actor_user_id=user.id,
-        actor_label=user.email,
-        target_type="user",
-        target_id=user.id,
-    )
-    session.commit()
-    _notify_password_changed(request, user)
+    _replace_password(session, request, user, new_password, "password_reset")
 
 
 # ---- email verification ----------------------------------------------------------------------
