@@ -133,3 +133,41 @@ def test_a_request_needing_the_database_while_it_is_down_is_503(make_settings, p
             assert client.get("/api/v1/test/needs-db").json() == {"one": 1}
         finally:
             forwarder.stop()
+
+
+def test_the_workspace_access_check_answers_503_while_postgres_is_down_and_recovers(
+    make_settings, postgres: PostgresCluster
+):
+    """The access check runs on its own pool of async connections (Database.reads): a database
+    that goes away under it is a 503 like any other query, and pooled connections cut meanwhile
+    are replaced without anyone noticing once it is back."""
+    name = postgres.create_database()
+    forwarder = TcpForwarder(postgres.port)
+    forwarder.start()
+    url = f"postgresql+psycopg://{postgres.user}@127.0.0.1:{forwarder.port}/{name}"
+    app = create_app(make_settings(database_url=url, db_connect_timeout=1))
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            poll_until_ready(client)
+            email, password = "liaison@example.edu", "a long enough passphrase 42"
+            client.post("/api/v1/auth/register", json={"email": email, "password": password, "name": "Liaison"})
+            token = client.post("/api/v1/auth/login", json={"email": email, "password": password}).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            workspace = client.post("/api/v1/workspaces", json={"name": "Example College"}, headers=headers).json()
+            path = f"/api/v1/workspaces/{workspace['id']}"
+            assert client.get(path, headers=headers).status_code == 200
+
+            forwarder.stop()  # every connection, pooled ones included, is cut
+            down = client.get(path, headers=headers)
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "database_unavailable"
+
+            forwarder.start()
+            deadline = time.monotonic() + 15
+            while (back := client.get(path, headers=headers)).status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert back.status_code == 200, back.text
+            assert back.json()["name"] == "Example College"
+    finally:
+        forwarder.stop()
+        postgres.drop_database(name)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Annotated
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -63,16 +63,20 @@ def password_version(user: User) -> int:
     return int(user.password_changed_at.timestamp() * 1000)
 
 
-def _user_from_access_token(request: Request, session: SessionDep, token: str) -> User:
+def access_token_claims(request: Request, token: str) -> tuple[dict[str, Any], uuid.UUID]:
+    """The verified claims of an access token and the user id they name (or 401)."""
     settings = request.app.state.settings
     try:
         claims = decode_access_token(settings.jwt_secret_key.get_secret_value(), token)
-        user_id = uuid.UUID(str(claims["sub"]))
+        return claims, uuid.UUID(str(claims["sub"]))
     except InvalidToken as exc:
         raise Unauthorized(f"{str(exc).capitalize()}; log in again or refresh it") from None
     except ValueError:
         raise Unauthorized("The access token is invalid") from None
-    user = session.get(User, user_id)
+
+
+def check_token_user(claims: dict[str, Any], user: User | None) -> User:
+    """The token's user, if it still exists, is active, and has not changed password since."""
     if user is None or not user.is_active:
         raise Unauthorized("The access token is invalid")
     if claims.get("pwd") != password_version(user):
@@ -80,12 +84,25 @@ def _user_from_access_token(request: Request, session: SessionDep, token: str) -
     return user
 
 
-def _api_key(session: SessionDep, token: str) -> ApiKey:
-    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == token_digest(token)))
+def check_api_key(key: ApiKey | None) -> ApiKey:
     if key is None or key.revoked_at is not None:
         raise Unauthorized("The API key is invalid or revoked")
+    return key
+
+
+def api_key_needs_touch(key: ApiKey, now: datetime) -> bool:
+    return key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION
+
+
+def _user_from_access_token(request: Request, session: SessionDep, token: str) -> User:
+    claims, user_id = access_token_claims(request, token)
+    return check_token_user(claims, session.get(User, user_id))
+
+
+def _api_key(session: SessionDep, token: str) -> ApiKey:
+    key = check_api_key(session.scalar(select(ApiKey).where(ApiKey.key_hash == token_digest(token))))
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
+    if api_key_needs_touch(key, now):
         session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
         key.last_used_at = now
     return key

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime, Integer, TypeDecorator, Uuid
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -46,3 +49,23 @@ class UUIDPrimaryKey:
 class Timestamps:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+
+
+def column_attributes(model: type[Any]) -> list[Any]:
+    """Every mapped column of `model`, in a fixed order: select these to build `detached()`."""
+    from sqlalchemy import inspect
+
+    return [getattr(model, attribute.key) for attribute in inspect(model).column_attrs]
+
+
+def detached(model: type[T], values: Sequence[Any]) -> T:
+    """An instance of `model` from a row of `column_attributes(model)`, as if it had been loaded by
+    a session that has since closed: its attributes read without I/O, and
+    `session.merge(instance, load=False)` puts it into a session without a SELECT."""
+    from sqlalchemy import inspect
+    from sqlalchemy.orm import make_transient_to_detached
+
+    keys = [attribute.key for attribute in inspect(model).column_attrs]
+    instance = model(**dict(zip(keys, values, strict=True)))
+    make_transient_to_detached(instance)
+    return instance

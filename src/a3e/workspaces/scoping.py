@@ -12,12 +12,24 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
-from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, and_, bindparam, select, update
 
-from a3e.auth.principal import Principal, get_principal, oauth2_scheme
-from a3e.core.database import SessionDep
+from a3e.apikeys.models import ApiKey
+from a3e.auth.models import User
+from a3e.auth.principal import (
+    API_KEY_PREFIX,
+    Principal,
+    Unauthorized,
+    access_token_claims,
+    api_key_needs_touch,
+    bearer_token,
+    check_api_key,
+    check_token_user,
+    oauth2_scheme,
+)
 from a3e.core.errors import Forbidden, NotFound
+from a3e.core.models import UTCDateTime, column_attributes, detached, utcnow
+from a3e.core.security import token_digest
 from a3e.workspaces.models import Membership, Workspace
 from a3e.workspaces.permissions import API_KEY_PERMISSIONS, PERMISSIONS, Action, Role
 
@@ -55,44 +67,79 @@ def not_found() -> NotFound:
     return NotFound("Workspace not found")
 
 
-def workspace_access(session: Session, principal: Principal, workspace_id: uuid.UUID, action: Action) -> WorkspaceAccess:
-    if principal.api_key is not None:
-        if principal.api_key.workspace_id != workspace_id:
-            raise not_found()
-        workspace = session.get(Workspace, workspace_id)
-        if workspace is None:
-            raise not_found()
-        access = WorkspaceAccess(workspace, principal, None, None)
-    else:
-        assert principal.user is not None
-        row = session.execute(
-            select(Workspace, Membership)
-            .join(Membership, Membership.workspace_id == Workspace.id)
-            .where(Workspace.id == workspace_id, Membership.user_id == principal.user.id)
-        ).first()
-        if row is None:
-            raise not_found()
-        workspace, membership = row
-        access = WorkspaceAccess(workspace, principal, Role(membership.role), membership)
-    access.require(action)
-    return access
+# The caller and their access to one workspace, in one statement each (no row: the token names
+# nobody; a row without membership: not a member). Built once, run by `Database.reads` on the
+# event loop.
+_USER_COLUMNS = len(column_attributes(User))
+_MEMBERSHIP_COLUMNS = len(column_attributes(Membership))
+_MEMBER_ACCESS = (
+    select(*column_attributes(User), *column_attributes(Membership), *column_attributes(Workspace))
+    .select_from(User)
+    .outerjoin(Membership, and_(Membership.user_id == User.id, Membership.workspace_id == bindparam("workspace_id")))
+    .outerjoin(Workspace, Workspace.id == Membership.workspace_id)
+    .where(User.id == bindparam("user_id"))
+)
+_API_KEY_COLUMNS = len(column_attributes(ApiKey))
+_API_KEY_ACCESS = (
+    select(*column_attributes(ApiKey), *column_attributes(Workspace))
+    .join(Workspace, Workspace.id == ApiKey.workspace_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"))
+)
+_TOUCH_API_KEY = (
+    update(ApiKey).where(ApiKey.id == bindparam("key_id")).values(last_used_at=bindparam("now", type_=UTCDateTime()))
+)
+
+
+async def _member_access(request: Request, token: str, workspace_id: uuid.UUID) -> WorkspaceAccess:
+    claims, user_id = access_token_claims(request, token)
+    reads = request.app.state.database.reads
+    row = await reads.fetch_one(_MEMBER_ACCESS, {"user_id": user_id, "workspace_id": workspace_id})
+    user = detached(User, row[:_USER_COLUMNS]) if row is not None else None
+    check_token_user(claims, user)
+    membership_values = row[_USER_COLUMNS : _USER_COLUMNS + _MEMBERSHIP_COLUMNS]
+    workspace_values = row[_USER_COLUMNS + _MEMBERSHIP_COLUMNS :]
+    if membership_values[0] is None or workspace_values[0] is None:
+        raise not_found()
+    membership = detached(Membership, membership_values)
+    return WorkspaceAccess(detached(Workspace, workspace_values), Principal(user=user), Role(membership.role), membership)
+
+
+async def _api_key_access(request: Request, token: str, workspace_id: uuid.UUID) -> WorkspaceAccess:
+    reads = request.app.state.database.reads
+    row = await reads.fetch_one(_API_KEY_ACCESS, {"key_hash": token_digest(token)})
+    key = check_api_key(detached(ApiKey, row[:_API_KEY_COLUMNS]) if row is not None else None)
+    if key.workspace_id != workspace_id:
+        raise not_found()
+    now = utcnow()
+    if api_key_needs_touch(key, now):
+        await reads.execute(_TOUCH_API_KEY, {"key_id": key.id, "now": now})
+        key.last_used_at = now
+    return WorkspaceAccess(detached(Workspace, row[_API_KEY_COLUMNS:]), Principal(api_key=key), None, None)
 
 
 def require(action: Action):
     """Dependency: the caller's access to the `{workspace_id}` in the path, for `action`.
 
-    Authentication and the membership check run together, in one worker-thread hop: each hop
-    costs more than the queries it carries.
+    Authentication and the membership check are one statement, run on the event loop (see
+    `Database.reads`): this runs on every workspace-scoped request. The workspace, user, key and
+    membership it gives are detached from any session; a service that changes one merges it into
+    its session first (`session.merge(access.workspace, load=False)`, no SELECT).
     """
 
-    def dependency(
+    async def dependency(
         request: Request,
-        session: SessionDep,
         _documented: Annotated[str | None, Depends(oauth2_scheme)],
         workspace_id: uuid.UUID = Path(description="The workspace's id"),
     ) -> WorkspaceAccess:
-        principal = get_principal(request, session)
-        return workspace_access(session, principal, workspace_id, action)
+        token = bearer_token(request)
+        if token is None:
+            raise Unauthorized()
+        if token.startswith(API_KEY_PREFIX):
+            access = await _api_key_access(request, token, workspace_id)
+        else:
+            access = await _member_access(request, token, workspace_id)
+        access.require(action)
+        return access
 
     dependency.__name__ = f"require_{action.value.replace('.', '_')}"
     return Depends(dependency)

@@ -132,7 +132,7 @@ def create_workspace(session: Session, principal: Principal, name: str, *, reque
 
 
 def rename_workspace(session: Session, access: WorkspaceAccess, name: str, *, request: Request | None = None) -> Workspace:
-    workspace = access.workspace
+    workspace = session.merge(access.workspace, load=False)
     old = workspace.name
     if old != name:
         workspace.name = name
@@ -155,7 +155,7 @@ def delete_workspace(session: Session, access: WorkspaceAccess, *, request: Requ
     # Owner rows first, in the same order as every member change: a concurrent change waits for
     # the deletion (then finds nothing) instead of deadlocking with the cascade.
     lock_owners(session, access.workspace_id)
-    workspace = access.workspace
+    workspace = session.merge(access.workspace, load=False)
     record_event(
         session,
         "workspace.deleted",
