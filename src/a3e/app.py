@@ -36,7 +36,7 @@ from a3e.core.middleware import (
     LivenessMiddleware,
     RequestContextMiddleware,
 )
-from a3e.core.security import PasswordHasherConfig, Passwords
+from a3e.core.security import PasswordHasherConfig, Passwords, VerifiedAccessTokens
 from a3e.core.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger("a3e")
@@ -149,6 +149,9 @@ def create_app(
     app.state.email = EmailSender(settings)
     app.state.passwords = Passwords(
         PasswordHasherConfig(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
+    )
+    app.state.access_tokens = VerifiedAccessTokens(
+        settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else None
     )
     app.state.started_monotonic = time.monotonic()
 

@@ -20,7 +20,7 @@ from a3e.auth.models import User
 from a3e.core.database import SessionDep
 from a3e.core.errors import AppError, Forbidden
 from a3e.core.models import utcnow
-from a3e.core.security import InvalidToken, decode_access_token, token_digest
+from a3e.core.security import InvalidToken, token_digest
 
 API_KEY_PREFIX = "a3e_"
 # Writing last_used_at on every request would turn each read into a write; a minute is plenty.
@@ -65,9 +65,8 @@ def password_version(user: User) -> int:
 
 def access_token_claims(request: Request, token: str) -> tuple[dict[str, Any], uuid.UUID]:
     """The verified claims of an access token and the user id they name (or 401)."""
-    settings = request.app.state.settings
     try:
-        claims = decode_access_token(settings.jwt_secret_key.get_secret_value(), token)
+        claims = request.app.state.access_tokens.claims(token)
         return claims, uuid.UUID(str(claims["sub"]))
     except InvalidToken as exc:
         raise Unauthorized(f"{str(exc).capitalize()}; log in again or refresh it") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import BigInteger, DateTime, Integer, TypeDecorator, Uuid
@@ -58,14 +59,19 @@ def column_attributes(model: type[Any]) -> list[Any]:
     return [getattr(model, attribute.key) for attribute in inspect(model).column_attrs]
 
 
+@cache
+def _column_keys(model: type[Any]) -> tuple[str, ...]:
+    from sqlalchemy import inspect
+
+    return tuple(attribute.key for attribute in inspect(model).column_attrs)
+
+
 def detached(model: type[T], values: Sequence[Any]) -> T:
     """An instance of `model` from a row of `column_attributes(model)`, as if it had been loaded by
     a session that has since closed: its attributes read without I/O, and
     `session.merge(instance, load=False)` puts it into a session without a SELECT."""
-    from sqlalchemy import inspect
     from sqlalchemy.orm import make_transient_to_detached
 
-    keys = [attribute.key for attribute in inspect(model).column_attrs]
-    instance = model(**dict(zip(keys, values, strict=True)))
+    instance = model(**dict(zip(_column_keys(model), values, strict=True)))
     make_transient_to_detached(instance)
     return instance

@@ -10,7 +10,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -98,3 +101,36 @@ def decode_access_token(secret: str, token: str) -> dict[str, Any]:
         raise InvalidToken("the access token has expired") from None
     except jwt.PyJWTError:
         raise InvalidToken("the access token is invalid") from None
+
+
+class VerifiedAccessTokens:
+    """Access tokens whose signature was already verified, so that a client's next requests with
+    the same token skip PyJWT (it was an eighth of an authenticated read's time; see
+    bench/RESULTS.md). The expiry is still checked on every use; the cache is bounded, and keyed
+    by the whole token under this secret only."""
+
+    def __init__(self, secret: str | None, capacity: int = 4096) -> None:
+        self._secret = secret
+        self._capacity = capacity
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def claims(self, token: str) -> dict[str, Any]:
+        with self._lock:
+            claims = self._verified.get(token)
+        if claims is not None:
+            if claims["exp"] > time.time():
+                return claims
+            with self._lock:
+                self._verified.pop(token, None)
+            raise InvalidToken("the access token has expired")
+        if not self._secret:  # never verify against an empty key
+            raise InvalidToken("the access token cannot be verified: no signing key is configured")
+        claims = decode_access_token(self._secret, token)
+        if not isinstance(claims.get("exp"), int | float):
+            raise InvalidToken("the access token is invalid")
+        with self._lock:
+            self._verified[token] = claims
+            while len(self._verified) > self._capacity:
+                self._verified.popitem(last=False)
+        return claims
