@@ -66,7 +66,7 @@ PENDING_WAIT_SECONDS = 5.0
 # Polling while waiting: the first pause, growing to the longest, each jittered by ±50% so that
 # waiters who collided do not collide again.
 POLL_FIRST_SECONDS = 0.02
-POLL_LONGEST_SECONDS = 0.1
+POLL_LONGEST_SECONDS = 0.05
 # Retry-After when the wait ran out: the attempts in flight may be done a moment later.
 IN_FLIGHT_RETRY_AFTER = 1
 
