@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Uuid
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a3e.core.database import Base
@@ -52,17 +52,22 @@ class OneTimeToken(UUIDPrimaryKey, Base):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
-class LoginFailure(Base):
-    """One failed login. Counting recent rows per account and per address throttles guessing
-    across every worker process and replica that shares the database."""
+class LoginAttempt(Base):
+    """A password check that has begun (`pending`) or failed (`failed`); a successful one is deleted.
 
-    __tablename__ = "login_failures"
+    Counting recent rows per account and address, and per address, throttles guessing across every
+    worker process and replica that shares the database (see a3e.auth.throttle).
+    """
+
+    __tablename__ = "login_attempts"
     __table_args__ = (
-        Index("ix_login_failures_account_failed_at", "account", "failed_at"),
-        Index("ix_login_failures_client_ip_failed_at", "client_ip", "failed_at"),
+        CheckConstraint("state IN ('pending', 'failed')", name="state"),
+        Index("ix_login_attempts_account_attempted_at", "account", "attempted_at"),
+        Index("ix_login_attempts_client_ip_attempted_at", "client_ip", "attempted_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     account: Mapped[str] = mapped_column(String(320), nullable=False)
     client_ip: Mapped[str] = mapped_column(String(64), nullable=False)
-    failed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    state: Mapped[str] = mapped_column(String(8), nullable=False)

@@ -282,7 +282,8 @@ def _notify_existing_account(session: Session, request: Request, user: User) -> 
 def login(session: Session, request: Request, email: str, password: str) -> TokenPair:
     passwords = _passwords(request)
     throttle = throttle_for(session, _settings(request))
-    attempt = throttle.begin(email, _address(request))  # 429 when over a limit; commits
+    # 429 when over a limit; may wait briefly for attempts in flight; commits a pending attempt.
+    attempt = throttle.begin(email, _address(request))
     user = find_user(session, email)
     # verify(None, …) spends a hash's time, so an unknown address answers as slowly as a known one.
     correct = passwords.verify(user.password_hash if user is not None else None, password)
@@ -297,7 +298,8 @@ def login(session: Session, request: Request, email: str, password: str) -> Toke
             target_id=user.id if user is not None else None,
             details={"reason": reason},
         )
-        session.commit()  # the failure (already counted by the throttle) and its audit record stay
+        throttle.failed(attempt)
+        session.commit()  # the failure and its audit record stay
         raise InvalidCredentials()
     throttle.succeeded(attempt)
     details = None
@@ -425,6 +427,7 @@ def change_password(session: Session, request: Request, user: User, current_pass
             target_id=user.id,
             details={"reason": "wrong_current_password"},
         )
+        throttle.failed(attempt)
         session.commit()
         raise WrongCurrentPassword()
     throttle.succeeded(attempt)
