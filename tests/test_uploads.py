@@ -240,12 +240,16 @@ def test_long_filenames_keep_their_extension_within_255_bytes():
     assert name.encode().decode() == name  # never cut inside a character
 
 
-def test_an_empty_file_input_is_not_a_file(upload_server):
+def test_an_empty_file_input_is_not_a_file_but_an_empty_file_is(upload_server):
     server = upload_server()
     payload = body(part("file", b"", filename=""), part("note", b"no file chosen"))
     response = httpx.post(server.url("/test/upload-optional"), content=payload, headers={"content-type": MULTIPART})
     assert response.status_code == 200, response.text
     assert response.json() == {"files": [], "fields": {"note": "no file chosen"}}
+    payload = body(part("file", b"", filename="upload"))
+    response = httpx.post(server.url("/test/upload-optional"), content=payload, headers={"content-type": MULTIPART})
+    [empty] = response.json()["files"]
+    assert (empty["filename"], empty["size"], empty["sha256"]) == ("upload", 0, hashlib.sha256(b"").hexdigest())
     assert server.temp_files() == []
 
 
@@ -395,3 +399,53 @@ def test_a_client_that_disconnects_mid_upload_leaves_no_temp_file(upload_server)
     # The connection is closed with three quarters of the body unsent.
     assert wait_for(lambda: server.temp_files() == []), server.temp_files()
     assert server.seen == []
+
+
+def stream_until_answered(port: int, path: str, content_type: str, first: bytes) -> tuple[str, int, bool]:
+    """Send a chunked body that never ends until the server answers; then report the status line,
+    the bytes sent, and whether the server closed the connection instead of draining the rest."""
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    sent, answer = 0, b""
+    filler = chunk(b"x" * 65536)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode() + chunk(first)
+        )
+        sock.settimeout(0.05)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                received = sock.recv(65536)
+            except TimeoutError:
+                received = None
+            except ConnectionResetError:
+                return answer.split(b"\r\n", 1)[0].decode(), sent, True
+            if received == b"":
+                return answer.split(b"\r\n", 1)[0].decode(), sent, True
+            if received:
+                answer += received
+            try:
+                sock.sendall(filler)
+                sent += 65536
+            except (BrokenPipeError, ConnectionResetError):
+                return answer.split(b"\r\n", 1)[0].decode(), sent, True
+            except TimeoutError:
+                pass
+    return answer.split(b"\r\n", 1)[0].decode(), sent, False
+
+
+def test_an_early_refusal_closes_the_connection_instead_of_draining_the_body(upload_server):
+    server = upload_server(max_upload_mb=1, max_body_kb=64)
+    # A third file part, whose data never ends: refused as soon as its headers arrive.
+    three_files = part("file", b"x", filename="a.txt") + part("f2", b"x", filename="b.txt") + part("f3", b"", filename="c.txt")[:-2]
+    status, sent, closed = stream_until_answered(server.port, "/test/upload", MULTIPART, three_files)
+    assert status == "HTTP/1.1 400 Bad Request" and closed and sent < 16 * MIB
+    # The request guard's own 413 on an ordinary body does the same.
+    status, sent, closed = stream_until_answered(server.port, "/test/upload", "application/json", b"[")
+    assert status.startswith("HTTP/1.1 415") and closed
+    status, sent, closed = stream_until_answered(server.port, "/api/v1/auth/login", "application/json", b'{"email": "')
+    assert status == "HTTP/1.1 413 Request Entity Too Large" and closed and sent < 16 * MIB
+    assert server.temp_files() == []

@@ -228,7 +228,9 @@ class _BodyTooLarge(StarletteHTTPException):
     """An HTTPException so that FastAPI's body parsing passes it on instead of calling it a 400."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body is larger than the limit of {_human_bytes(limit)}")
+        super().__init__(
+            413, f"The request body is larger than the limit of {_human_bytes(limit)}", headers={"Connection": "close"}
+        )
         self.limit = limit
 
 
@@ -310,6 +312,8 @@ class GuardMiddleware:
             "request_too_large",
             f"The request body is larger than the limit of {_human_bytes(limit)}",
             request_id=request_id,
+            # The rest of the body is never read: close, rather than let the server drain it.
+            headers={"Connection": "close"},
         )
         await response(scope, receive, send)
 

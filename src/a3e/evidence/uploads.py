@@ -127,6 +127,7 @@ class _FileInProgress:
     head: bytearray = field(default_factory=bytearray)
     pending: bytearray = field(default_factory=bytearray)
     finished: bool = False
+    nameless: bool = False  # the client sent filename=""
 
     def open(self, tmp_dir: Path) -> None:
         # Created at once (a quick call), so that a cancelled upload never leaves a file created later.
@@ -227,10 +228,12 @@ class _Receiver:
                     f"Too many files: at most {self.max_files} in one upload",
                     details={"max_files": self.max_files},
                 )
+            raw_filename = self._decode(options[b"filename"])
             self._file = _FileInProgress(
                 field_name=name,
-                filename=sanitize_filename(self._decode(options[b"filename"])),
+                filename=sanitize_filename(raw_filename),
                 content_type=_media_type(self._headers.get(b"content-type")),
+                nameless=not raw_filename.strip(),
             )
             self.files.append(self._file)
             self._file.open(self.tmp_dir)
@@ -251,7 +254,6 @@ class _Receiver:
                 raise RequestTooLarge(
                     f"The upload is larger than the limit of {_human(self.max_bytes)}",
                     details={"limit_bytes": self.max_bytes},
-                    headers={"Connection": "close"},
                 )
             chunk = data[start:end]
             self._file.size += size
@@ -263,7 +265,6 @@ class _Receiver:
                 raise RequestTooLarge(
                     f"The form field {self._field_name!r} is longer than {_human(self.max_field_bytes)}",
                     details={"field": self._field_name, "limit_bytes": self.max_field_bytes},
-                    headers={"Connection": "close"},
                 )
             self._text += data[start:end]
 
@@ -275,8 +276,12 @@ class _Receiver:
         try:
             value = self._text.decode(self.charset)
         except UnicodeDecodeError:
-            raise RequestValidationError(
-                [{"type": "string_unicode", "loc": ("body", self._field_name), "msg": "is not valid UTF-8 text", "input": None}]
+            # Raised mid-body, so an AppError (which closes the connection) in the shape of a validation error.
+            raise AppError(
+                f"Invalid request: {self._field_name}: is not valid {self.charset} text",
+                code="validation_error",
+                status_code=422,
+                details=[{"location": ["body", self._field_name], "message": "is not valid text", "type": "string_unicode"}],
             ) from None
         self.fields[self._field_name] = value
 
@@ -342,18 +347,29 @@ async def receive_upload(
     """
     limit = _default_max_bytes(request) if max_bytes is None else max_bytes
     directory = _default_tmp_dir(request) if tmp_dir is None else Path(tmp_dir)
-    boundary, charset = _boundary_and_charset(request)
-    receiver = _Receiver(
-        max_bytes=limit,
-        max_files=max_files,
-        max_fields=max_fields,
-        max_field_bytes=max_field_bytes,
-        charset=charset,
-        tmp_dir=directory,
-    )
+    receiver: _Receiver | None = None
     try:
+        boundary, charset = _boundary_and_charset(request)
+        receiver = _Receiver(
+            max_bytes=limit,
+            max_files=max_files,
+            max_fields=max_fields,
+            max_field_bytes=max_field_bytes,
+            charset=charset,
+            tmp_dir=directory,
+        )
         await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
         await _receive(request, receiver, boundary)
+    except AppError as exc:
+        _discard(receiver)
+        # The rest of the body is never read. Without this, the server would keep the connection
+        # and read (and drop) whatever the client still sends, however much that is.
+        exc.headers.setdefault("Connection", "close")
+        raise
+    except BaseException:
+        _discard(receiver)
+        raise
+    try:
         upload = _collect(receiver, min_files)
     except BaseException:
         _discard(receiver)
@@ -386,7 +402,7 @@ async def _receive(request: Request, receiver: _Receiver, boundary: bytes) -> No
 def _collect(receiver: _Receiver, min_files: int) -> ReceivedUpload:
     upload = ReceivedUpload(fields=dict(receiver.fields))
     for in_progress in list(receiver.files):
-        if in_progress.size == 0 and in_progress.filename == "upload":
+        if in_progress.size == 0 and in_progress.nameless:
             # A browser sends an empty, nameless part for a file input left empty: not a file.
             in_progress.close_and_delete()
             receiver.files.remove(in_progress)
@@ -404,13 +420,12 @@ def _collect(receiver: _Receiver, min_files: int) -> ReceivedUpload:
             )
         )
     if len(upload.files) < min_files:
-        raise RequestValidationError(
-            [{"type": "missing", "loc": ("body",), "msg": "the upload has no file part", "input": None}]
-        )
+        message = "the upload has no file part" if min_files == 1 else f"the upload needs at least {min_files} files"
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": message, "input": None}])
     return upload
 
 
-def _discard(receiver: _Receiver) -> None:
+def _discard(receiver: _Receiver | None) -> None:
     # Synchronous on purpose: it also runs when the task is being cancelled, where awaiting is not possible.
-    for in_progress in receiver.files:
+    for in_progress in receiver.files if receiver is not None else ():
         in_progress.close_and_delete()
