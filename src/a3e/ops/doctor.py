@@ -1,7 +1,8 @@
 """`a3e doctor`: the operator's checklist, run against the current environment.
 
 Each check prints one line — ok, warn or fail — with the fix. It never prints a secret's value
-and never writes anything but a throwaway file to test that the data directory is writable.
+and never writes anything but throwaway files to test that the data and blob directories are
+writable.
 """
 
 from __future__ import annotations
