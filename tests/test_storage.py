@@ -442,6 +442,7 @@ def test_unreachable_s3_answers_503_and_the_rest_of_the_app_works(make_settings)
         assert health.json()["status"] == "degraded"
         assert health.json()["features"]["storage"]["status"] == "failed"
         assert "cannot reach" in health.json()["features"]["storage"]["reason"]
+        assert "last failure at" in health.json()["features"]["storage"]["reason"]
         assert client.get("/health/ready").status_code == 200
         assert client.get("/api/v1/accreditors").status_code == 200
 

@@ -265,6 +265,7 @@ class S3BlobStore:
         self._secret_access_key = secret_access_key
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # The last outage an operation ran into, and when; cleared by the next success.
         self._problem: str | None = None
 
     def __repr__(self) -> str:  # never the credentials
@@ -330,7 +331,7 @@ class S3BlobStore:
             reason = self._unavailable_reason(exc)
             if reason is None:
                 raise
-            self._problem = reason
+            self._remember(reason)
             raise StorageUnavailable(reason) from exc
         self._problem = None
         return result
@@ -403,7 +404,7 @@ class S3BlobStore:
             reason = self._unavailable_reason(exc)
             if reason is None:
                 raise
-            self._problem = reason
+            self._remember(reason)
             raise StorageUnavailable(reason) from exc
         finally:
             body.close()
@@ -435,10 +436,13 @@ class S3BlobStore:
                     reason = f"the bucket {self.bucket} does not exist at {self.endpoint_url or 'S3'}"
                 else:
                     reason = f"{exc.__class__.__name__} from {self.endpoint_url or 'S3'}"
-            self._problem = reason
+            self._remember(reason)
             return False, reason
         self._problem = None
         return True, f"bucket {self.bucket} answers ({(time.perf_counter() - started) * 1000:.0f} ms)"
+
+    def _remember(self, reason: str) -> None:
+        self._problem = f"{reason} (last failure at {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC)"
 
     def known_problem(self) -> str | None:
         return self._problem
