@@ -6,6 +6,26 @@ feature's code exists it is not listed, so /health never reports a feature that 
 
 from __future__ import annotations
 
+from typing import Any
+
 from a3e.core.features import Feature
 
-BUILTIN_FEATURES: tuple[Feature, ...] = ()
+
+def _storage_health(app: Any) -> str | None:
+    # Imported when /health asks, so that a broken storage module cannot stop the app loading.
+    from a3e.evidence.storage import storage_problem
+
+    return storage_problem(app)
+
+
+STORAGE = Feature(
+    name="storage",
+    title="Document storage",
+    init="a3e.evidence.storage:init_storage",
+    # The evidence routes that read and write documents add their URL prefixes here; until then
+    # they take `BlobStoreDep`, which answers 503 feature_unavailable while storage is down.
+    paths=(),
+    health=_storage_health,
+)
+
+BUILTIN_FEATURES: tuple[Feature, ...] = (STORAGE,)

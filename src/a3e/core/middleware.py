@@ -228,8 +228,16 @@ class _BodyTooLarge(StarletteHTTPException):
     """An HTTPException so that FastAPI's body parsing passes it on instead of calling it a 400."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request body is larger than the limit of {_human_bytes(limit)}")
+        super().__init__(
+            413, f"The request body is larger than the limit of {_human_bytes(limit)}", headers={"Connection": "close"}
+        )
         self.limit = limit
+
+
+# A multipart body carries its framing and a few text fields besides the files: room for them on
+# top of A3E_MAX_UPLOAD_MB, so that a file of exactly the limit gets through. The upload receiver
+# (a3e.evidence.uploads) enforces the exact limits on the files and on each field.
+MULTIPART_ALLOWANCE_BYTES = 2 * 1024 * 1024
 
 
 class GuardMiddleware:
@@ -240,23 +248,26 @@ class GuardMiddleware:
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
 
-    def _limit_for(self, headers: Headers) -> int:
+    def _limits_for(self, headers: Headers) -> tuple[int, int]:
+        """(bytes allowed, the limit to name in a 413: the one an operator configured)."""
         content_type = headers.get("content-type", "")
-        return self.max_upload_bytes if content_type.startswith("multipart/form-data") else self.max_body_bytes
+        if content_type.startswith("multipart/form-data"):
+            return self.max_upload_bytes + MULTIPART_ALLOWANCE_BYTES, self.max_upload_bytes
+        return self.max_body_bytes, self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit = self._limit_for(headers)
+        limit, stated_limit = self._limits_for(headers)
         request_id = _state(scope).get("request_id")
         try:
             declared = int(headers.get("content-length", "0") or 0)
         except ValueError:
             declared = 0
         if declared > limit:
-            await self._too_large(scope, receive, send, limit, request_id)
+            await self._too_large(scope, receive, send, stated_limit, request_id)
             return
 
         received = 0
@@ -268,7 +279,7 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise _BodyTooLarge(limit)
+                    raise _BodyTooLarge(stated_limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -282,7 +293,7 @@ class GuardMiddleware:
         except _BodyTooLarge:
             if response_started:
                 raise
-            await self._too_large(scope, receive, send, limit, request_id)
+            await self._too_large(scope, receive, send, stated_limit, request_id)
         except Exception:
             error_logger.exception("Unhandled error on %s %s", scope["method"], scope["path"])
             if response_started:
@@ -301,6 +312,8 @@ class GuardMiddleware:
             "request_too_large",
             f"The request body is larger than the limit of {_human_bytes(limit)}",
             request_id=request_id,
+            # The rest of the body is never read: close, rather than let the server drain it.
+            headers={"Connection": "close"},
         )
         await response(scope, receive, send)
 

@@ -165,6 +165,9 @@ def secret_weakness(value: str) -> str | None:
     return None
 
 
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
 def _alias(*names: str) -> Any:
     return Field(validation_alias=AliasChoices(*names))
 
@@ -249,6 +252,26 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(10.0, gt=0, le=120, validation_alias=AliasChoices("SMTP_TIMEOUT"))
     email_from: str = Field("A3E <no-reply@localhost>", validation_alias=AliasChoices("EMAIL_FROM"))
 
+    # ---- document storage ------------------------------------------------------------------
+    # local: files under $A3E_DATA_DIR/blobs; s3: any S3-compatible service (AWS, MinIO, R2, …).
+    storage: Literal["local", "s3"] = Field("local", validation_alias=AliasChoices("A3E_STORAGE"))
+    s3_bucket: str | None = Field(None, validation_alias=AliasChoices("A3E_S3_BUCKET"))
+    s3_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("A3E_S3_ENDPOINT_URL"))
+    s3_region: str = Field("us-east-1", validation_alias=AliasChoices("A3E_S3_REGION"))
+    s3_prefix: str = Field("", validation_alias=AliasChoices("A3E_S3_PREFIX"))
+    s3_access_key_id: str | None = Field(
+        None, validation_alias=AliasChoices("A3E_S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("A3E_S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY")
+    )
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", validation_alias=AliasChoices("A3E_S3_ADDRESSING_STYLE")
+    )
+    s3_connect_timeout: float = Field(5.0, gt=0, le=60, validation_alias=AliasChoices("A3E_S3_CONNECT_TIMEOUT"))
+    s3_read_timeout: float = Field(60.0, gt=0, le=600, validation_alias=AliasChoices("A3E_S3_READ_TIMEOUT"))
+    s3_max_attempts: int = Field(3, ge=1, le=10, validation_alias=AliasChoices("A3E_S3_MAX_ATTEMPTS"))
+
     stripe_secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_SECRET_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
@@ -332,6 +355,46 @@ class Settings(BaseSettings):
     def _lower_security(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("storage", "s3_addressing_style", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("s3_bucket", mode="before")
+    @classmethod
+    def _parse_bucket(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip()
+        if not _S3_BUCKET.fullmatch(text):
+            raise ValueError(
+                f"{text!r} is not a bucket name (3-63 lowercase letters, digits, dots or hyphens, "
+                "starting and ending with a letter or digit)"
+            )
+        return text
+
+    @field_validator("s3_endpoint_url", mode="before")
+    @classmethod
+    def _parse_endpoint(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().rstrip("/")
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("is not a URL; write it as https://host[:port], e.g. https://<account>.r2.cloudflarestorage.com")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            # Never echo it: credentials in a URL are secrets.
+            raise ValueError("must not hold credentials, a query or a fragment; set A3E_S3_ACCESS_KEY_ID and A3E_S3_SECRET_ACCESS_KEY")
+        return text
+
+    @field_validator("s3_prefix", mode="before")
+    @classmethod
+    def _parse_prefix(cls, value: Any) -> Any:
+        text = str(value).strip().strip("/")
+        if text and any(part in ("", ".", "..") for part in text.split("/")):
+            raise ValueError(f"{text!r} is not a key prefix; use names separated by '/', e.g. a3e/production")
+        return text
+
     @field_validator("disabled_features", mode="before")
     @classmethod
     def _parse_features(cls, value: Any) -> Any:
@@ -410,6 +473,7 @@ class Settings(BaseSettings):
                 self.stripe_secret_key,
                 self.stripe_webhook_secret,
                 self.smtp_password,
+                self.s3_secret_access_key,
             )
             if field is not None
         ]
@@ -426,6 +490,7 @@ SECRET_FIELDS = {
     "stripe_webhook_secret",
     "smtp_password",
     "database_url",
+    "s3_secret_access_key",
 }
 
 
@@ -485,7 +550,7 @@ def _plain(message: str, error_type: str) -> str:
 
 def _rule_problems(settings: Settings) -> list[ConfigProblem]:
     """Rules that depend on the environment we run in."""
-    problems: list[ConfigProblem] = []
+    problems: list[ConfigProblem] = _storage_problems(settings)
     if not settings.is_production:
         return problems
     for field_name in ("secret_key", "jwt_secret_key"):
@@ -520,6 +585,22 @@ def _rule_problems(settings: Settings) -> list[ConfigProblem]:
             )
         )
     return problems
+
+
+def _storage_problems(settings: Settings) -> list[ConfigProblem]:
+    """S3 needs a bucket and both halves of a key pair (credentials come only from these settings)."""
+    if settings.storage != "s3":
+        return []
+    needed = {
+        "s3_bucket": "the bucket that holds the documents",
+        "s3_access_key_id": "the access key id",
+        "s3_secret_access_key": "the secret access key",
+    }
+    return [
+        ConfigProblem(env_var_for(name), f"is required when A3E_STORAGE=s3 ({what})")
+        for name, what in needed.items()
+        if getattr(settings, name) is None
+    ]
 
 
 def read_settings(**overrides: Any) -> tuple[Settings, list[ConfigProblem]]:

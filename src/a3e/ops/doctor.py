@@ -1,7 +1,8 @@
 """`a3e doctor`: the operator's checklist, run against the current environment.
 
 Each check prints one line — ok, warn or fail — with the fix. It never prints a secret's value
-and never writes anything but a throwaway file to test that the data directory is writable.
+and never writes anything but throwaway files to test that the data and blob directories are
+writable.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
     _check_secrets(report, settings, problems)
     _check_cors(report, settings, problems)
     _check_data_dir(report, settings)
+    _check_storage(report, settings, problems, timeout)
     engine_ok = _check_database(report, settings, problems, timeout)
     if engine_ok:
         _check_migrations(report, settings, timeout)
@@ -150,6 +152,32 @@ def _check_data_dir(report: DoctorReport, settings: Settings) -> None:
         report.add("A3E_DATA_DIR", FAIL, f"{path} is not writable ({exc.strerror or exc})", "make it writable by the service user")
         return
     report.add("A3E_DATA_DIR", OK, f"{path.resolve()} is writable")
+
+
+def _check_storage(report: DoctorReport, settings: Settings, problems: list[ConfigProblem], timeout: float) -> None:
+    """Local: the blob directory is writable and has room; S3: the bucket answers our credentials."""
+    if "storage" in settings.disabled_features:
+        report.add("storage", OK, "disabled by A3E_DISABLED_FEATURES")
+        return
+    if [p for p in problems if p.variable == "A3E_STORAGE" or p.variable.startswith(("A3E_S3_", "AWS_"))]:
+        report.add("storage", FAIL, "cannot be checked until its configuration above is fixed")
+        return
+    from a3e.evidence.storage import blob_store_from_settings
+
+    try:
+        store = blob_store_from_settings(settings)
+        ok, detail = store.health(timeout=timeout)
+    except Exception as exc:  # the doctor reports; it never crashes
+        ok, detail = False, f"{exc.__class__.__name__}: {exc}"
+    if ok:
+        report.add("storage", OK, f"{store.describe()}: {detail}")
+    elif settings.storage == "s3":
+        report.add(
+            "storage", FAIL, detail,
+            "check A3E_S3_ENDPOINT_URL, A3E_S3_BUCKET and the keys; document uploads and downloads answer 503 until it answers",
+        )
+    else:
+        report.add("storage", FAIL, detail, "make A3E_DATA_DIR writable by the service user, with room for uploads")
 
 
 def _check_database(report: DoctorReport, settings: Settings, problems: list[ConfigProblem], timeout: float) -> bool:

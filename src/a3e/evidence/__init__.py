@@ -1,0 +1,1 @@
+"""Evidence: documents, revisions, their storage, extraction and search."""
