@@ -272,8 +272,8 @@ class JobRuntime:
             return huey.periodic_task(spec.schedule, **options)(run)
         return huey.task(**options)(run)
 
-    def close(self) -> None:
-        self.stop()
+    def close(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        self.stop(grace)
         huey, self._huey = self._huey, None
         if huey is not None:
             storage = huey.storage
