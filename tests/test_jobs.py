@@ -429,3 +429,35 @@ def test_an_unreachable_redis_degrades_health_but_not_readiness(make_settings, c
         with pytest.raises(JobQueueUnavailable) as raised:
             app.state.jobs.enqueue("sample.record", "nowhere")
         assert raised.value.status_code == 503
+
+
+# ---- doctor ---------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_the_job_queue(monkeypatch, tmp_path):
+    from a3e.ops.doctor import FAIL, OK, WARN, run_doctor
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("A3E_DATA_DIR", str(tmp_path / "doctor-data"))
+
+    def jobs_check():
+        checks = [check for check in run_doctor(timeout=1).checks if check.name == "jobs" or "REDIS" in check.name]
+        assert len(checks) == 1, checks  # one line, not one per variable and one for the check
+        return checks[0]
+
+    embedded = jobs_check()
+    assert embedded.status == OK and "embedded" in embedded.message and "jobs.sqlite3" in embedded.message
+
+    monkeypatch.setenv("A3E_JOBS_EMBEDDED", "false")
+    idle = jobs_check()
+    assert idle.status == WARN and "a3e worker" in idle.fix
+
+    password = "Doctor-Redis-Secret-77"
+    monkeypatch.setenv("A3E_REDIS_URL", f"redis://:{password}@127.0.0.1:{free_port()}/0")
+    down = jobs_check()
+    assert down.status == FAIL and "unreachable" in down.message
+    assert password not in down.message and ":***@" in down.message
+
+    monkeypatch.setenv("A3E_REDIS_URL", "memcached://cache:11211")
+    wrong = jobs_check()
+    assert wrong.status == FAIL and "is not a Redis URL" in wrong.message

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from a3e.core.settings import Settings
 from a3e.jobs import JobQueueUnavailable, JobRuntime
 from tests.conftest import free_port
 from tests.test_jobs import start_worker
@@ -29,12 +30,14 @@ pytestmark = pytest.mark.slow
 @dataclass
 class RedisServer:
     port: int
+    password: str | None = None
     process: subprocess.Popen | None = None
     directory: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
@@ -46,12 +49,13 @@ class RedisServer:
         self.directory = Path(tempfile.mkdtemp(prefix="a3e-redis-"))
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", ""],
+             "--dir", str(self.directory), "--logfile", "",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -198,3 +202,35 @@ def test_a_silent_consumers_jobs_are_recovered_on_redis(redis_server, redis_runt
     survivor.start_consumer(1)
     wait_for(lambda: events(data_dir, "recovered") == ["ran"])
     assert any(job_id in m and "queued again" in m for m in (r.getMessage() for r in caplog.records))
+
+
+def test_doctor_checks_redis_and_its_password(monkeypatch, tmp_path, workers, data_dir):
+    from a3e.ops.doctor import FAIL, OK, run_doctor
+
+    server = RedisServer(free_port(), password="Right-Redis-Password-1").start()
+    try:
+        monkeypatch.setenv("A3E_DATA_DIR", str(tmp_path / "doctor-data"))
+        monkeypatch.setenv("A3E_REDIS_URL", server.url)
+        jobs = {check.name: check for check in run_doctor(timeout=2).checks}["jobs"]
+        assert jobs.status == OK and "answers" in jobs.message and "a3e worker" in jobs.message
+        assert server.password not in jobs.message
+
+        monkeypatch.setenv("A3E_REDIS_URL", f"redis://:Wrong-Password-2@127.0.0.1:{server.port}/0")
+        jobs = {check.name: check for check in run_doctor(timeout=2).checks}["jobs"]
+        assert jobs.status == FAIL and "refused the password" in jobs.message
+        assert "Wrong-Password-2" not in jobs.message
+
+        # And the worker logs in with the password and runs jobs; the password never reaches its log.
+        worker, log = start_worker(tmp_path, data_dir, "--workers", "1", A3E_REDIS_URL=server.url)
+        workers.append(worker)
+        web = JobRuntime(Settings(_env_file=None, redis_url=server.url, data_dir=data_dir))
+        try:
+            web.open().enqueue("sample.record", "with-password")
+            wait_for(lambda: events(data_dir, "with-password") == ["ran"], timeout=20)
+        finally:
+            web.close()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+        assert server.password not in log.read_text()
+    finally:
+        server.stop()

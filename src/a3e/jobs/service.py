@@ -337,7 +337,7 @@ class JobRuntime:
 
     def _run(self, spec: JobSpec, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         huey = self._huey
-        attempt = spec.retries - int(task.retries or 0) + 1 if not spec.periodic else 1
+        attempt = spec.retries - int(task.retries or 0) + 1
         record = self._inflight_key(task.id)
         try:
             huey.storage.put_data(record, huey.serialize_task(task))
