@@ -461,3 +461,14 @@ def test_doctor_reports_the_job_queue(monkeypatch, tmp_path):
     monkeypatch.setenv("A3E_REDIS_URL", "memcached://cache:11211")
     wrong = jobs_check()
     assert wrong.status == FAIL and "is not a Redis URL" in wrong.message
+
+
+def test_worker_configuration_problems_exit_78_without_a_traceback(tmp_path):
+    env = _worker_env(tmp_path, tmp_path / "data", A3E_REDIS_URL="redis://cache:port/0", A3E_JOB_WORKERS="none")
+    result = subprocess.run(
+        [sys.executable, "-m", "a3e", "worker", "--workers", "0"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert [line.split(":")[0] for line in problems] == ["  - --workers", "  - A3E_REDIS_URL", "  - A3E_JOB_WORKERS"], result.stderr

@@ -26,7 +26,7 @@ import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +179,6 @@ class JobContext:
     job_id: str
     attempt: int = 1
     attempts: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def last_attempt(self) -> bool:

@@ -193,7 +193,6 @@ class JobRuntime:
         self._open_error: str | None = None
         self._health_cache: tuple[float, dict[str, Any]] | None = None
         self.recovered = 0
-        self.lock = threading.Lock()
 
     # ---- building ------------------------------------------------------------------------
 
