@@ -240,10 +240,13 @@ def _worker_env(tmp_path: Path, data_dir: Path, **variables: str) -> dict[str, s
     return env
 
 
-def start_worker(tmp_path: Path, data_dir: Path, *args: str, **variables: str) -> tuple[subprocess.Popen, Path]:
+def start_worker(
+    tmp_path: Path, data_dir: Path, *args: str, import_fixtures: bool = True, **variables: str
+) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
+    imports = ["--import", "tests.test_jobs_fixtures"] if import_fixtures else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "a3e", "worker", "--import", "tests.test_jobs_fixtures", *args],
+        [sys.executable, "-m", "a3e", "worker", *imports, *args],
         env=_worker_env(tmp_path, data_dir, **variables),
         cwd=tmp_path,
         stdout=open(log, "wb"),
@@ -292,6 +295,25 @@ def test_a_separate_local_worker_runs_the_embedded_queue_and_stops_on_sigterm(ru
     assert events(data_dir, "local-slow") == ["started", "finished"]  # finished before exiting
     assert "Traceback" not in output
     assert "job consumer" in output and "stopped" in output
+
+
+@pytest.mark.slow
+def test_a_job_unknown_to_a_worker_is_put_back_not_lost(runtimes, data_dir, tmp_path):
+    """A rolling deploy: the new release queues a job the old workers do not know yet."""
+    runtime = runtimes()
+    runtime.enqueue("sample.record", "from-the-future")
+    worker, log = start_worker(tmp_path, data_dir, "--workers", "1", import_fixtures=False)
+    try:
+        wait_for(lambda: "unknown to this process" in log.read_text(), timeout=20)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    health = runtime.health(max_age=0)
+    assert (health["pending"], health["scheduled"]) == (0, 1)  # waiting for a consumer that knows it
+    assert events(data_dir, "from-the-future") == []
+    assert "sample.record" in log.read_text() and "Traceback" not in log.read_text()
 
 
 # ---- after commit ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ What Huey does not do for us, and this module adds:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -30,7 +31,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from a3e.core.errors import AppError
@@ -51,6 +52,7 @@ _INFLIGHT = "a3e.inflight|"
 _ALIVE = "a3e.alive|"
 _PERIODIC = "a3e.periodic|"
 _PERIODIC_CLAIMS_KEPT_SECONDS = 3600
+UNKNOWN_JOB_RETRY_SECONDS = 30
 
 
 class JobQueueUnavailable(AppError):
@@ -106,6 +108,7 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+@functools.cache
 def _huey_class() -> type:
     """Huey, with broker outages handled quietly and periodic jobs claimed once per minute."""
     from huey import Huey
@@ -129,10 +132,19 @@ def _huey_class() -> type:
             try:
                 return self.deserialize_task(data)
             except Exception as exc:
-                # Huey has already taken it off the queue; say loudly what was lost and why.
-                logger.error(
-                    "a queued job cannot be run by this process and is dropped (%s); every process "
-                    "must import the same job modules (a3e.jobs.registry.JOB_MODULES)", _describe(exc),
+                # A job this process does not know (during a rolling deploy, a newer release's):
+                # put it back for a consumer that does, rather than lose it.
+                eta = self._get_timestamp() + timedelta(seconds=UNKNOWN_JOB_RETRY_SECONDS)
+                try:
+                    self.storage.add_to_schedule(data, eta)
+                except self.broker_errors as put_back_error:
+                    self.broker.failed(put_back_error)
+                    logger.error("a queued job unknown to this process is lost (%s)", _describe(exc))
+                    return None
+                logger.warning(
+                    "a queued job is unknown to this process (%s); put back for another consumer in %ds. "
+                    "Every process must run the same release and import the same job modules (JOB_MODULES)",
+                    _describe(exc), UNKNOWN_JOB_RETRY_SECONDS,
                 )
                 return None
 
@@ -149,9 +161,9 @@ def _huey_class() -> type:
                 return []
 
         def read_periodic(self, timestamp: Any) -> list[Any]:
-            due = super().read_periodic(timestamp)
             if timestamp is None:
                 timestamp = self._get_timestamp()
+            due = super().read_periodic(timestamp)
             try:
                 return [task for task in due if self.claim_periodic(task, timestamp)]
             except self.broker_errors as exc:
@@ -423,6 +435,7 @@ class JobRuntime:
             shutdown_timeout=grace,
             graceful_signal="TERM",
         )
+        huey.stop_event = self._consumer.stop_flag  # a worker backing off from an outage wakes at stop
         self._consumer.start()
         self._supervisor = threading.Thread(target=self._supervise, name="a3e-jobs-supervisor", daemon=True)
         self._supervisor.start()
