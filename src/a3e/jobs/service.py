@@ -194,6 +194,7 @@ class JobRuntime:
         self.broker = _BrokerState(self.label)
         self._database = database
         self._owns_database = database is None
+        self._database_lock = threading.Lock()
         self._huey: Any = None
         self._jobs: dict[str, JobSpec] = {}
         self._wrappers: dict[str, Any] = {}
@@ -288,9 +289,8 @@ class JobRuntime:
         huey, self._huey = self._huey, None
         if huey is not None:
             storage = huey.storage
-            if hasattr(storage, "close"):
-                storage.close()
-            elif hasattr(storage, "pool"):
+            storage.close()  # the SQLite connection (a no-op for Redis)
+            if hasattr(storage, "pool"):
                 storage.pool.disconnect()
         if self._owns_database and self._database is not None:
             self._database.dispose()
@@ -298,10 +298,13 @@ class JobRuntime:
 
     @property
     def database(self) -> Database:
+        """The jobs' own engine and pool: jobs never take the connections the API admits requests by."""
         if self._database is None:
-            from a3e.core.database import Database
+            with self._database_lock:
+                if self._database is None:
+                    from a3e.core.database import Database
 
-            self._database = Database(self.settings)
+                    self._database = Database(self.settings)
         return self._database
 
     # ---- enqueueing ----------------------------------------------------------------------
@@ -312,7 +315,7 @@ class JobRuntime:
         spec = spec_for(job)
         wrapper = self._wrappers.get(spec.name) if self._huey is not None else None
         if wrapper is None:
-            self.huey  # raises JobQueueUnavailable when not open
+            _ = self.huey  # raises JobQueueUnavailable when not open
             raise JobQueueUnavailable(f"job {spec.name} was declared after the queue was opened")
         if spec.periodic:
             raise ValueError(f"job {spec.name} is periodic; run it with run_periodic_now()")
@@ -323,7 +326,7 @@ class JobRuntime:
     def run_periodic_now(self, job: str | Callable[..., Any]) -> str:
         """Queue one run of a periodic job at once (operators, tests)."""
         spec = spec_for(job)
-        self.huey
+        _ = self.huey  # raises JobQueueUnavailable when not open
         task = self._wrappers[spec.name].s()
         self._put(task)
         return task.id
