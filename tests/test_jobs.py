@@ -470,6 +470,14 @@ def test_doctor_reports_the_job_queue(monkeypatch, tmp_path):
     embedded = jobs_check()
     assert embedded.status == OK and "embedded" in embedded.message and "jobs.sqlite3" in embedded.message
 
+    # A production deployment on PostgreSQL is a deployment with replicas and throwaway disks.
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://a3e@127.0.0.1:{free_port()}/a3e")
+    local_only = jobs_check()
+    assert local_only.status == WARN and "persistent volume" in local_only.fix and "A3E_REDIS_URL" in local_only.fix
+    monkeypatch.delenv("ENVIRONMENT")
+    monkeypatch.delenv("DATABASE_URL")
+
     monkeypatch.setenv("A3E_JOBS_EMBEDDED", "false")
     idle = jobs_check()
     assert idle.status == WARN and "a3e worker" in idle.fix

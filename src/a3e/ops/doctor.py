@@ -305,7 +305,13 @@ def _check_jobs(report: DoctorReport, settings: Settings, problems: list[ConfigP
         return
     if not settings.redis_url:
         where = settings.jobs_queue_file
-        if settings.runs_embedded_jobs:
+        if settings.runs_embedded_jobs and settings.is_production and not settings.uses_sqlite:
+            report.add(
+                "jobs", WARN, f"embedded: queued in {where} on this machine, run inside the service",
+                "keep A3E_DATA_DIR on a persistent volume (queued jobs are lost with the disk), "
+                "or set A3E_REDIS_URL and run `a3e worker`",
+            )
+        elif settings.runs_embedded_jobs:
             report.add("jobs", OK, f"embedded: queued in {where} and run inside the service")
         else:
             report.add(
