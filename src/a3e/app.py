@@ -71,6 +71,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.database_monitor = monitor
     monitor.start()
     flusher = asyncio.get_running_loop().create_task(access_log.flush_periodically(), name="a3e-access-log")
+    await asyncio.to_thread(_start_jobs, app)
     logger.info(
         "A3E %s started (%s, database %s)", __version__, settings.environment_label, database.masked_url
     )
@@ -84,10 +85,38 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         flusher.cancel()
         await monitor.stop()
         await database.reads.close()
+        # Running jobs get their grace period; the ones that do not finish are queued again.
+        await asyncio.to_thread(_stop_jobs, app)
         # Queued emails get their chance within a bounded time.
         await asyncio.to_thread(app.state.email.shutdown, True, 10.0)
         access_log.flush()
         database.dispose()
+
+
+def _start_jobs(app: FastAPI) -> None:
+    """Open the job queue and, in the embedded mode, consume it here. A queue that cannot be opened
+    is logged and reported by /health; the API serves without it."""
+    from a3e.jobs import service as jobs_service
+
+    settings: Settings = app.state.settings
+    jobs: jobs_service.JobRuntime = app.state.jobs
+    try:
+        jobs.open()
+        jobs_service.install(jobs)
+        if settings.runs_embedded_jobs:
+            jobs.start_consumer()
+    except Exception as exc:
+        logger.error("background jobs unavailable (%s): %s", jobs.label, describe_db_error(exc))
+
+
+def _stop_jobs(app: FastAPI) -> None:
+    from a3e.jobs import service as jobs_service
+
+    jobs: jobs_service.JobRuntime = app.state.jobs
+    try:
+        jobs.close()
+    finally:
+        jobs_service.uninstall(jobs)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> object:
@@ -147,6 +176,9 @@ def create_app(
     from a3e.email.service import EmailSender
 
     app.state.email = EmailSender(settings)
+    from a3e.jobs.service import JobRuntime
+
+    app.state.jobs = JobRuntime(settings)
     app.state.passwords = Passwords(
         PasswordHasherConfig(settings.argon2_time_cost, settings.argon2_memory_kib, settings.argon2_parallelism)
     )

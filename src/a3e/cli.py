@@ -1,4 +1,4 @@
-"""The `a3e` command: serve, migrate, doctor, probe, standards, version.
+"""The `a3e` command: serve, worker, migrate, doctor, probe, standards, version.
 
 Heavy modules are imported inside each command, so `a3e --help` and a configuration error are
 answered at once.
@@ -110,6 +110,49 @@ def _migrate_before_workers(settings) -> None:
         logging.getLogger("a3e").warning("migrations not applied before start (%s)", describe_db_error(exc))
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Consume jobs until SIGTERM/SIGINT: from Redis when A3E_REDIS_URL is set, otherwise from the
+    embedded queue file (a separate local worker). An unreachable Redis is retried with backoff."""
+    from a3e.core.settings import ConfigError, ConfigProblem, load_settings, read_settings
+
+    problems = []
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        problems.append(ConfigProblem("--workers", "must be from 1 to 64"))
+    if args.grace is not None and not 0 <= args.grace <= 3600:
+        problems.append(ConfigProblem("--grace", "must be from 0 to 3600 seconds"))
+    problems += read_settings()[1]
+    if problems:
+        print(ConfigError(problems).render(), file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        loaded = load_settings()
+    except ConfigError as error:
+        print(error.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    settings = loaded.settings
+
+    import logging
+
+    from a3e.core.logging import configure_logging
+    from a3e.jobs.service import STOP_GRACE_SECONDS, JobRuntime
+
+    configure_logging(settings.log_level, settings.effective_log_format, settings.secret_values())
+    log = logging.getLogger("a3e")
+    for warning in loaded.warnings:
+        log.warning(warning)
+    runtime = JobRuntime(settings, extra_modules=tuple(args.import_modules))
+    try:
+        runtime.open()
+    except Exception as exc:
+        print(f"a3e worker: cannot open the job queue {runtime.label}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        runtime.run_consumer(args.workers, grace=STOP_GRACE_SECONDS if args.grace is None else args.grace)
+    finally:
+        runtime.close()
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from a3e.core import migrations
     from a3e.core.database import build_engine, describe_db_error, ensure_sqlite_directory
@@ -179,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", help="port to bind (default $PORT or 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (default WEB_CONCURRENCY or 1)")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run background jobs: from Redis (A3E_REDIS_URL), or from the embedded queue file",
+        epilog="SIGTERM or SIGINT: running jobs finish (within --grace), the rest are queued again, exit 0",
+    )
+    worker.add_argument("--workers", type=int, help="jobs run at once (default A3E_JOB_WORKERS or 2)")
+    worker.add_argument("--grace", type=float, help="seconds running jobs get to finish at stop (default 10)")
+    worker.add_argument(
+        "--import", dest="import_modules", action="append", default=[], metavar="MODULE",
+        help="also load the jobs declared in MODULE (repeatable; the built-in ones always are)",
+    )
+    worker.set_defaults(handler=cmd_worker)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest migration")
     migrate.add_argument("--check", action="store_true", help="only report; exit 1 when migrations are pending")

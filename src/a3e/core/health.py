@@ -3,6 +3,7 @@ and never a call to an external or paid API."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -49,9 +50,10 @@ async def health(request: Request) -> Any:
     readiness = await database.readiness()
     features = feature_health(app)
     email = app.state.email.health()
+    jobs = await asyncio.to_thread(app.state.jobs.health)
     if not readiness.ready:
         overall = "unavailable"
-    elif email["status"] == "failing" or any(
+    elif email["status"] == "failing" or jobs["status"] != "ok" or any(
         entry["status"] == FeatureState.FAILED.value for entry in features.values()
     ):
         overall = "degraded"
@@ -68,6 +70,9 @@ async def health(request: Request) -> Any:
             "migrations": readiness.migrations.as_dict(),
             # Email never decides readiness: a mail outage must not take the API out of rotation.
             "email": email,
+            # Nor do jobs: with the queue away, the API still serves and jobs wait (or are refused
+            # with 503 job_queue_unavailable); /health says "degraded" and why.
+            "jobs": jobs,
         },
         "features": features,
     }

@@ -154,6 +154,33 @@ def mask_database_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else url
 
 
+SUPPORTED_REDIS = "redis://[:password@]host[:port][/db], rediss://… (TLS) or unix:///path/to/redis.sock"
+
+
+def normalize_redis_url(url: str) -> str:
+    """A Redis URL that redis-py accepts, or ValueError saying why (never echoing the password)."""
+    url = url.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"is not a Redis URL; use {SUPPORTED_REDIS}")
+    if scheme == "unix":
+        if not rest.startswith("/"):
+            raise ValueError("names no socket path; write unix:///path/to/redis.sock")
+        return f"unix://{rest}"
+    parts = urlsplit(f"{scheme}://{rest}")
+    if not parts.hostname:
+        raise ValueError(f"has no host; use {SUPPORTED_REDIS}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("has an invalid port (a number from 1 to 65535 is required)") from None
+    database = parts.path.strip("/")
+    if database and not re.fullmatch(r"[0-9]{1,5}", database):
+        raise ValueError("has an invalid database number after the host (e.g. redis://host:6379/0)")
+    return f"{scheme}://{rest}"
+
+
 def secret_weakness(value: str) -> str | None:
     """Why a secret is too weak for production, or None."""
     if value.strip().lower() in _PLACEHOLDER_SECRETS or "change" in value.lower() and len(value) < 48:
@@ -271,6 +298,17 @@ class Settings(BaseSettings):
     s3_connect_timeout: float = Field(5.0, gt=0, le=60, validation_alias=AliasChoices("A3E_S3_CONNECT_TIMEOUT"))
     s3_read_timeout: float = Field(60.0, gt=0, le=600, validation_alias=AliasChoices("A3E_S3_READ_TIMEOUT"))
     s3_max_attempts: int = Field(3, ge=1, le=10, validation_alias=AliasChoices("A3E_S3_MAX_ATTEMPTS"))
+    # ---- background jobs -----------------------------------------------------------------------
+    # Set: jobs go through this Redis, to `a3e worker` processes on any machine. Unset: an embedded
+    # queue in the data directory. Holds the Redis password: kept out of repr().
+    redis_url: str | None = Field(None, repr=False, validation_alias=AliasChoices("A3E_REDIS_URL", "REDIS_URL"))
+    # Whether the web process runs jobs itself. Default: yes without Redis, no with it.
+    jobs_embedded: bool | None = Field(None, validation_alias=AliasChoices("A3E_JOBS_EMBEDDED"))
+    job_workers: int = Field(2, ge=1, le=64, validation_alias=AliasChoices("A3E_JOB_WORKERS"))
+    # A consumer silent for this long is presumed dead, and the jobs it was running are queued again.
+    job_lease_seconds: float = Field(
+        90.0, ge=1, le=86400, validation_alias=AliasChoices("A3E_JOB_LEASE_SECONDS")
+    )
 
     stripe_secret_key: SecretStr | None = Field(None, validation_alias=AliasChoices("STRIPE_SECRET_KEY"))
     stripe_webhook_secret: SecretStr | None = Field(
@@ -408,6 +446,11 @@ class Settings(BaseSettings):
     def _parse_database_url(cls, value: Any) -> Any:
         return None if value is None else normalize_database_url(str(value))
 
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _parse_redis_url(cls, value: Any) -> Any:
+        return None if value is None else normalize_redis_url(str(value))
+
     # ---- derived values ------------------------------------------------------------------
 
     @property
@@ -456,6 +499,16 @@ class Settings(BaseSettings):
         return self.auto_migrate if self.auto_migrate is not None else not self.is_production
 
     @property
+    def runs_embedded_jobs(self) -> bool:
+        """Whether the web process consumes jobs: by default only when there is no Redis."""
+        return self.jobs_embedded if self.jobs_embedded is not None else self.redis_url is None
+
+    @property
+    def jobs_queue_file(self) -> Path:
+        """The embedded queue (used when A3E_REDIS_URL is unset)."""
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
     def effective_log_format(self) -> str:
         return self.log_format or ("json" if self.is_production else "text")
 
@@ -480,6 +533,9 @@ class Settings(BaseSettings):
         if self.database_url and mask_database_url(self.database_url) != self.database_url:
             credentials = self.database_url.partition("://")[2].rpartition("@")[0]
             values.append(credentials.split(":", 1)[1])
+        if self.redis_url and mask_database_url(self.redis_url) != self.redis_url:
+            credentials = self.redis_url.partition("://")[2].rpartition("@")[0]
+            values.append(credentials.split(":", 1)[1])
         return [value for value in values if len(value) >= 4]
 
 
@@ -491,6 +547,7 @@ SECRET_FIELDS = {
     "smtp_password",
     "database_url",
     "s3_secret_access_key",
+    "redis_url",
 }
 
 

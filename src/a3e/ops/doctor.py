@@ -71,6 +71,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
     _check_features(report, settings, features)
     _check_port(report, settings, problems)
     _check_email(report, settings, timeout)
+    _check_jobs(report, settings, problems, timeout)
     _check_stripe(report, settings)
     return report
 
@@ -86,7 +87,7 @@ def _check_configuration(report: DoctorReport, settings: Settings, problems: lis
     else:
         report.add("environment", OK, f"{env}; {'production' if settings.is_production else 'development'} rules apply")
     # Every configuration problem not covered by a dedicated check below, one line each.
-    dedicated = {"ENVIRONMENT", "SECRET_KEY", "JWT_SECRET_KEY", "CORS_ORIGINS", "DATABASE_URL", "PORT"}
+    dedicated = {"ENVIRONMENT", "SECRET_KEY", "JWT_SECRET_KEY", "CORS_ORIGINS", "DATABASE_URL", "PORT", "A3E_REDIS_URL", "REDIS_URL"}
     for problem in problems:
         if problem.variable not in dedicated:
             report.add(f"config {problem.variable}", FAIL, problem.message)
@@ -323,6 +324,50 @@ def _check_email(report: DoctorReport, settings: Settings, timeout: float) -> No
         return
     login = " and accepts the login" if settings.smtp_username else ""
     report.add("email", OK, f"{where} answers ({settings.smtp_security}){login}")
+
+
+def _check_jobs(report: DoctorReport, settings: Settings, problems: list[ConfigProblem], timeout: float) -> None:
+    named = _named(problems, "A3E_REDIS_URL", "REDIS_URL")
+    if named:
+        report.add("jobs", FAIL, f"{named[0].variable}: {named[0].message}")
+        return
+    if not settings.redis_url:
+        where = settings.jobs_queue_file
+        if settings.runs_embedded_jobs and settings.is_production and not settings.uses_sqlite:
+            report.add(
+                "jobs", WARN, f"embedded: queued in {where} on this machine, run inside the service",
+                "keep A3E_DATA_DIR on a persistent volume (queued jobs are lost with the disk), "
+                "or set A3E_REDIS_URL and run `a3e worker`",
+            )
+        elif settings.runs_embedded_jobs:
+            report.add("jobs", OK, f"embedded: queued in {where} and run inside the service")
+        else:
+            report.add(
+                "jobs", WARN, f"embedded queue {where}, but A3E_JOBS_EMBEDDED=false: jobs wait until an `a3e worker` runs here",
+                "run `a3e worker` on this machine, or unset A3E_JOBS_EMBEDDED",
+            )
+        return
+    import redis
+
+    where = mask_database_url(settings.redis_url)
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.exceptions.AuthenticationError:
+        report.add("jobs", FAIL, f"Redis at {where} refused the password", "check the password in A3E_REDIS_URL")
+        return
+    except redis.exceptions.RedisError as exc:
+        report.add(
+            "jobs", FAIL, f"Redis at {where} is unreachable ({exc.__class__.__name__}: {exc})",
+            "check A3E_REDIS_URL's host and port and that Redis accepts connections from here; "
+            "the service and workers keep retrying meanwhile",
+        )
+        return
+    consumers = "run by `a3e worker` processes" + (" and inside the service" if settings.runs_embedded_jobs else "")
+    report.add("jobs", OK, f"Redis at {where} answers; jobs are {consumers}")
 
 
 def _check_stripe(report: DoctorReport, settings: Settings) -> None:
