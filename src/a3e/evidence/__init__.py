@@ -1,0 +1,1 @@
+"""Evidence: documents, revisions, extraction, passages."""
