@@ -12,7 +12,7 @@ from typing import Any
 
 from a3e.evidence.extraction.base import BlockKind, BlockSink, Extracted, ExtractionFailed, ExtractionLimits, Kind
 from a3e.evidence.extraction.sniff import OLE2_MAGIC
-from a3e.evidence.extraction.xmlsafe import iter_xml
+from a3e.evidence.extraction.xmlsafe import iter_xml, parse_xml
 from a3e.evidence.extraction.zipsafe import ByteBudget, CountingReader, open_checked_zip
 
 _NAMESPACES = (
@@ -56,37 +56,39 @@ def _val(element: Any) -> str | None:
 
 
 def _style_levels(archive: zipfile.ZipFile, budget: ByteBudget, limits: ExtractionLimits) -> dict[str, int | None]:
-    """styleId → heading level (1 = top) for paragraph styles, following basedOn chains."""
+    """styleId → heading level (1 = top) for paragraph styles, following basedOn chains.
+    styles.xml is parsed whole and walked in C (lxml's iterchildren/find): Word's default
+    template alone has a few hundred KB of styles, too many to stream event by event in Python."""
     try:
         info = archive.getinfo("word/styles.xml")
     except KeyError:
         return {}
+    with CountingReader(archive, info, budget, "DOCX") as stream:
+        root = parse_xml(stream.read_all(), "DOCX's word/styles.xml")
+    namespace = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    w = f"{{{namespace}}}"
     own: dict[str, int | None] = {}
     based_on: dict[str, str] = {}
-    with CountingReader(archive, info, budget, "DOCX") as stream:
-        for event, element in iter_xml(stream, limits, "DOCX's word/styles.xml"):
-            if event != "end" or not element.tag.endswith("}style"):
-                continue
-            style_id = next((v for k, v in element.attrib.items() if k.endswith("}styleId")), None)
-            if style_id:
-                level: int | None = None
-                for child in element.iter():
-                    tag = child.tag if isinstance(child.tag, str) else ""
-                    if tag.endswith("}name"):
-                        name = (_val(child) or "").strip()
-                        match = _HEADING_NAME.match(name)
-                        if match:
-                            level = int(match.group(1))
-                        elif name.lower() == "title":
-                            level = 1
-                    elif tag.endswith("}outlineLvl") and level is None:
-                        level = _outline_level(_val(child))
-                    elif tag.endswith("}basedOn"):
-                        parent = _val(child)
-                        if parent:
-                            based_on[style_id] = parent
-                own[style_id] = level
-            element.clear()
+    for style in root.iterchildren(f"{w}style"):
+        style_id = style.get(f"{w}styleId")
+        if not style_id:
+            continue
+        level: int | None = None
+        name = style.find(f"{w}name")
+        name_text = (name.get(f"{w}val") or "").strip() if name is not None else ""
+        match = _HEADING_NAME.match(name_text)
+        if match:
+            level = int(match.group(1))
+        elif name_text.lower() == "title":
+            level = 1
+        else:
+            outline = style.find(f"{w}pPr/{w}outlineLvl")
+            if outline is not None:
+                level = _outline_level(outline.get(f"{w}val"))
+        parent = style.find(f"{w}basedOn")
+        if parent is not None and parent.get(f"{w}val"):
+            based_on[style_id] = parent.get(f"{w}val")
+        own[style_id] = level
     resolved: dict[str, int | None] = {}
     for style_id in own:
         current: str | None = style_id

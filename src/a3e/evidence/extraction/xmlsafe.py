@@ -61,3 +61,23 @@ def iter_xml(stream: Readable, limits: ExtractionLimits, where: str) -> Iterator
         if "Excessive depth" in message:
             raise ExtractionFailed(f"The {where} is nested more than {maximum} levels deep") from None
         raise ExtractionFailed(f"The file is corrupt: the {where} is not well-formed XML ({message})") from None
+
+
+def parse_xml(data: bytes, where: str) -> Any:
+    """A whole (small) part as a tree, with the same protections as iter_xml; libxml2's own
+    depth limit (256) applies."""
+    from lxml import etree
+
+    head = data[:4096]
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+        raise ExtractionFailed(f"The {where} contains a DTD (document type declaration) — refused as unsafe")
+    parser = etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True,
+    )
+    try:
+        return etree.fromstring(data, parser)
+    except etree.XMLSyntaxError as exc:
+        message = str(exc)
+        if "Excessive depth" in message:
+            raise ExtractionFailed(f"The {where} is nested more than 256 levels deep") from None
+        raise ExtractionFailed(f"The file is corrupt: the {where} is not well-formed XML ({message})") from None
