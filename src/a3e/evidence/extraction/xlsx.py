@@ -33,6 +33,7 @@ def _tags(*names: str) -> dict[str, str]:
 
 
 _CELL_TAGS = _tags("row", "c", "v", "is")
+_ROW_TAGS = tuple(f"{{{ns}}}row" for ns in _MAIN)
 _SST_TAGS = _tags("si", "t", "r", "rPh")
 
 
@@ -60,12 +61,12 @@ class _Workbook:
         self.rows = 0
         self.cells = 0
 
-    def _events(self, name: str) -> Any:
+    def _events(self, name: str, ends_of: tuple[str, ...] | None = None) -> Any:
         info = self.members.get(name)
         if info is None:
             return None
         stream = CountingReader(self.archive, info, self.budget, "XLSX")
-        return iter_xml(stream, self.limits, f"XLSX's {name}")
+        return iter_xml(stream, self.limits, f"XLSX's {name}", ends_of=ends_of)
 
     def read_sheets(self, sink: BlockSink) -> None:
         if "xl/workbook.xml" not in self.members:
@@ -107,12 +108,10 @@ class _Workbook:
 
     def _shared_strings(self, name: str) -> list[str]:
         strings: list[str] = []
-        events = self._events(name)
+        events = self._events(name, ends_of=tuple(f"{{{ns}}}si" for ns in _MAIN))
         if events is None:
             return strings
-        for event, element in events:
-            if event != "end" or _SST_TAGS.get(element.tag) != "si":
-                continue
+        for _, element in events:
             parts = []
             for child in element:
                 tag = _SST_TAGS.get(child.tag)
@@ -153,32 +152,29 @@ class _Workbook:
                     epoch: datetime | None, sink: BlockSink) -> None:
         limits = self.limits
         row_number = 0
-        values: list[str] = []
-        for event, element in self._events(member):
-            if event != "end":
-                continue
-            tag = _CELL_TAGS.get(element.tag)
-            if tag == "c":
-                value = _cell_text(element, strings, formats, epoch)
+        for _, row in self._events(member, ends_of=_ROW_TAGS):
+            declared = row.get("r")
+            row_number = int(declared) if declared and declared.isdigit() else row_number + 1
+            values = []
+            for cell in row:
+                if _CELL_TAGS.get(cell.tag) != "c":
+                    continue
+                value = _cell_text(cell, strings, formats, epoch)
                 if value:
                     values.append(value)
-                    self.cells += 1
-                    if self.cells > limits.max_cells:
-                        raise ExtractionFailed(f"The workbook has more than {limits.max_cells:,} filled cells; the limit is {limits.max_cells:,}")
-            elif tag == "row":
-                declared = element.get("r")
-                row_number = int(declared) if declared and declared.isdigit() else row_number + 1
-                if values:
-                    self.rows += 1
-                    if self.rows > limits.max_rows:
-                        raise ExtractionFailed(f"The workbook has more than {limits.max_rows:,} rows; the limit is {limits.max_rows:,}")
-                    sink.add(" | ".join(values), BlockKind.ROW, sheet=sheet, row=row_number)
-                    values = []
-                element.clear()
-                parent = element.getparent()
-                if parent is not None:
-                    while element.getprevious() is not None:
-                        del parent[0]
+            if values:
+                self.cells += len(values)
+                if self.cells > limits.max_cells:
+                    raise ExtractionFailed(f"The workbook has more than {limits.max_cells:,} filled cells; the limit is {limits.max_cells:,}")
+                self.rows += 1
+                if self.rows > limits.max_rows:
+                    raise ExtractionFailed(f"The workbook has more than {limits.max_rows:,} rows; the limit is {limits.max_rows:,}")
+                sink.add(" | ".join(values), BlockKind.ROW, sheet=sheet, row=row_number)
+            row.clear()
+            parent = row.getparent()
+            if parent is not None:
+                while row.getprevious() is not None:
+                    del parent[0]
 
 
 def _cell_text(cell: Any, strings: list[str], formats: list[str | None], epoch: datetime | None) -> str:
