@@ -386,3 +386,31 @@ def test_extracted_round_trips_through_its_dict_form(tmp_path: Path) -> None:
     extracted = extract(make_docx(tmp_path / "a.docx", [("h1", "A"), ("p", "b"), ("table", [["c", "d"]])]), Kind.DOCX)
     again = Extracted.from_dict(extracted.to_dict())
     assert again == extracted and again.text == extracted.text
+
+
+def test_docx_tracked_changes_text_boxes_and_hyperlinks(tmp_path: Path) -> None:
+    w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+    xml = f"""<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<w:document xmlns:w="{w}" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006"
+  xmlns:wps="http://schemas.microsoft.com/office/word/2010/wordprocessingShape"><w:body>
+<w:p><w:pPr><w:pStyle w:val="Heading1"/><w:tabs><w:tab w:val="left" w:pos="720"/></w:tabs></w:pPr><w:r><w:t>Mission</w:t></w:r></w:p>
+<w:p><w:r><w:t xml:space="preserve">We </w:t></w:r><w:ins><w:r><w:t>proudly </w:t></w:r></w:ins><w:del><w:r><w:delText>barely </w:delText></w:r></w:del>
+<w:r><w:t>serve</w:t><w:tab/><w:t>students</w:t><w:br/><w:t>of the region, see </w:t></w:r>
+<w:hyperlink><w:r><w:t>our site</w:t></w:r></w:hyperlink><w:moveFrom><w:r><w:t>moved away</w:t></w:r></w:moveFrom><w:r><w:t>.</w:t></w:r></w:p>
+<w:p><w:r><mc:AlternateContent><mc:Choice Requires="wps"><w:drawing><wps:txbx><w:txbxContent>
+<w:p><w:r><w:t>Text box words</w:t></w:r></w:p></w:txbxContent></wps:txbx></w:drawing></mc:Choice>
+<mc:Fallback><w:pict><w:txbxContent><w:p><w:r><w:t>Text box words</w:t></w:r></w:p></w:txbxContent></w:pict></mc:Fallback>
+</mc:AlternateContent></w:r><w:r><w:t>Anchor paragraph</w:t></w:r></w:p>
+<w:p><w:pPr><w:outlineLvl w:val="2"/></w:pPr><w:r><w:t>Outline level three</w:t></w:r></w:p>
+</w:body></w:document>""".encode()
+    from tests.documents import replace_zip_member
+
+    path = replace_zip_member(make_docx(tmp_path / "a.docx", [("p", "x")]), "word/document.xml", xml)
+    blocks = [(b.kind.value, b.level, b.text) for b in extract(path, Kind.DOCX).blocks]
+    assert blocks == [
+        ("heading", 1, "Mission"),
+        ("paragraph", None, "We proudly serve\tstudents\nof the region, see our site."),
+        ("paragraph", None, "Text box words"),
+        ("paragraph", None, "Anchor paragraph"),
+        ("heading", 3, "Outline level three"),
+    ]

@@ -19,7 +19,11 @@ _NAMESPACES = (
     "http://schemas.openxmlformats.org/wordprocessingml/2006/main",
     "http://purl.oclc.org/ooxml/wordprocessingml/main",  # Strict OOXML
 )
-_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+# Skipped whole: mc:Fallback repeats what mc:Choice holds; moveFrom is text moved elsewhere (tracked changes).
+_SKIPPED = frozenset(
+    {"{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"}
+    | {f"{{{ns}}}moveFrom" for ns in _NAMESPACES}
+)
 _LOCAL = ("p", "r", "t", "tab", "br", "cr", "noBreakHyphen", "pStyle", "outlineLvl", "tbl", "tr", "tc", "body")
 _TAGS: dict[str, str] = {f"{{{ns}}}{name}": name for ns in _NAMESPACES for name in _LOCAL}
 _VAL = tuple(f"{{{ns}}}val" for ns in _NAMESPACES)
@@ -142,14 +146,14 @@ def _read_body(events: Any, levels: dict[str, int | None], sink: BlockSink) -> N
     paragraphs: list[_Paragraph] = []
     tables: list[_Table] = []
     run_depth = 0
-    skipping = 0  # inside mc:Fallback, which repeats what mc:Choice already holds
+    skipping = 0  # depth inside a _SKIPPED element
     table_count = 0
     for event, element in events:
         if skipping:
             skipping += 1 if event == "start" else -1
             continue
         if event == "start":
-            if element.tag == _MC_FALLBACK:
+            if element.tag in _SKIPPED:
                 skipping = 1
                 continue
             name = _TAGS.get(element.tag)

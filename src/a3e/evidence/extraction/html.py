@@ -41,8 +41,8 @@ def extract_html(path: Path, limits: ExtractionLimits) -> Extracted:
         root = etree.fromstring(text, parser) if text.strip() else None
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise ExtractionFailed(f"The file is corrupt: the HTML cannot be parsed ({exc})") from None
-    if any("Excessive depth" in entry.message for entry in parser.error_log):
-        raise ExtractionFailed(f"The HTML is nested more than {limits.max_nesting_depth} levels deep")
+    if any("Excessive depth" in entry.message for entry in parser.error_log):  # libxml2's own cap: 2048 levels
+        raise ExtractionFailed(f"The HTML is nested more than {min(limits.max_nesting_depth, 2048)} levels deep")
     sink = BlockSink(limits)
     if root is not None:
         _Walker(sink, limits.max_nesting_depth).walk(root)

@@ -62,10 +62,10 @@ _MAGIC: list[tuple[bytes, str]] = [
 class _Content:
     """What the bytes are: a kind we read, or a description of what they are instead."""
 
-    def __init__(self, kind: Kind | None, description: str, *, is_text: bool = False, damaged_zip: bool = False) -> None:
+    def __init__(self, kind: Kind | None, description: str, *, text: str | None = None, damaged_zip: bool = False) -> None:
         self.kind = kind
         self.description = description
-        self.is_text = is_text
+        self.text = text  # the decoded head, when the content is text
         self.damaged_zip = damaged_zip
 
 
@@ -89,10 +89,10 @@ def sniff(path: Path, filename: str) -> Kind:
         if content.kind is None:
             raise UnsupportedFile(f"The file's content is {content.description}, which is not supported; supported types are {SUPPORTED}")
         return content.kind
-    if content.is_text:
+    if content.text is not None:
         if named not in TEXT_KINDS:
             raise UnsupportedFile(f"The file is named {extension} but its content is plain text")
-        if named is Kind.HTML and not looks_like_html(content.description):
+        if named is Kind.HTML and not looks_like_html(content.text):
             raise UnsupportedFile(f"The file is named {extension} but its content is plain text, not HTML")
         return named
     if content.kind is named:
@@ -118,8 +118,7 @@ def _content_of(path: Path, head: bytes, complete: bool, named: Kind | None) -> 
     decoded = decode_text(head, complete=complete, declared=declared)
     if decoded is None:
         return _Content(None, "binary data, not text")
-    # For text, the description carries the decoded head (used to check that HTML looks like HTML).
-    return _Content(Kind.TXT, decoded[0], is_text=True)
+    return _Content(Kind.TXT, "text", text=decoded[0])
 
 
 def _zip_content(path: Path) -> _Content:

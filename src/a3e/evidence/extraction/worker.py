@@ -73,7 +73,8 @@ def serve(memory_mb: int) -> int:
             payload = {"ok": False, "error": "memory", "reason": ""}
             retire = True  # the heap may be fragmented or half-built: start afresh
         except Exception as exc:  # never let one file end the worker silently
-            payload = {"ok": False, "error": "failed", "reason": f"The extraction failed unexpectedly ({type(exc).__name__})"}
+            reason = f"The extraction failed unexpectedly ({type(exc).__name__}: {exc})"
+            payload = {"ok": False, "error": "failed", "reason": reason[:500]}
         try:
             write_frame(protocol_out, payload)
         except MemoryError:
