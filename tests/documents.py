@@ -86,6 +86,15 @@ def make_encrypted_pdf(path: Path, pages: Sequence[str], password: str = "secret
     return path
 
 
+def make_pdf_claiming_pages(path: Path, claimed: int = 1_000_000) -> Path:
+    """A one-page PDF whose page tree claims `claimed` pages (PDF readers believe /Count)."""
+    make_pdf(path, ["The only real page."])
+    data = path.read_bytes()
+    assert data.count(b"/Count 1") == 1
+    path.write_bytes(data.replace(b"/Count 1", b"/Count %d" % claimed))
+    return path
+
+
 def truncate(path: Path, keep: float = 0.5) -> Path:
     """Cut the file to a fraction of its size (a broken upload)."""
     data = path.read_bytes()

@@ -25,6 +25,7 @@ from tests.documents import (
     make_docx,
     make_encrypted_pdf,
     make_pdf,
+    make_pdf_claiming_pages,
     make_raw_xlsx,
     make_xlsx,
     make_zip,
@@ -191,6 +192,14 @@ def test_csv_with_too_many_rows(tmp_path: Path) -> None:
 def test_pdf_with_more_pages_than_the_limit(tmp_path: Path) -> None:
     path = make_pdf(tmp_path / "a.pdf", [f"Page {n}" for n in range(12)])
     assert failure(path, Kind.PDF, ExtractionLimits(max_pages=10)) == "The PDF has 12 pages; the limit is 10"
+
+
+def test_pdf_claiming_a_million_pages(tmp_path: Path) -> None:
+    path = make_pdf_claiming_pages(tmp_path / "a.pdf", 1_000_000)
+    assert failure(path, Kind.PDF) == "The PDF has 1,000,000 pages; the limit is 5,000"
+    # Allowed that many, the claim falls apart at the first missing page.
+    reason = failure(path, Kind.PDF, ExtractionLimits(max_pages=2_000_000))
+    assert reason.startswith("The file is corrupt: page 2 of the PDF cannot be read")
 
 
 @pytest.mark.parametrize("depth", [300, 100_000])

@@ -39,8 +39,9 @@ class _Worker:
     def __init__(self, memory_mb: int) -> None:
         self.memory_mb = memory_mb
         self.tasks = 0
+        # -P: the working directory (where uploads might sit) is not put on sys.path.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "a3e.evidence.extraction.worker", str(memory_mb)],
+            [sys.executable, "-P", "-m", "a3e.evidence.extraction.worker", str(memory_mb)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
