@@ -123,7 +123,7 @@ def test_a_crashing_worker_becomes_extraction_failed(tmp_path: Path, pool: Extra
 
 def test_a_file_that_needs_more_memory_than_the_cap(tmp_path: Path, pool: ExtractionPool) -> None:
     path = tmp_path / "huge.txt"
-    path.write_bytes((prose(5) + "\n\n").encode() * 250_000)  # about 170 MB of text
+    path.write_bytes((prose(5) + "\n\n").encode() * 180_000)  # about 120 MB: reading and decoding it needs twice that
     limits = ExtractionLimits(memory_mb=256, max_characters=500_000_000)
     with pytest.raises(ExtractionFailed, match=r"^Extraction ran out of memory \(the limit is 256 MB\)$"):
         pool.extract(path, Kind.TXT, limits)
