@@ -26,7 +26,7 @@ def extract_pdf(path: Path, limits: ExtractionLimits) -> Extracted:
         document = pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
         code = getattr(exc, "err_code", None)
-        if code == _ERR_PASSWORD:
+        if code == _ERR_PASSWORD or "password" in str(exc).lower():
             raise ExtractionFailed("The PDF is encrypted (password protected)") from None
         if code == _ERR_SECURITY:
             raise ExtractionFailed("The PDF uses an unsupported security handler (DRM); it cannot be read") from None
