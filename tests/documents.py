@@ -230,7 +230,7 @@ def make_zip(path: Path, members: Iterable[tuple[str, bytes]]) -> Path:
     return path
 
 
-def _deflate_repeated(prefix: bytes, unit: bytes, repeats: int, suffix: bytes) -> tuple[bytes, int, int]:
+def deflate_repeated(prefix: bytes, unit: bytes, repeats: int, suffix: bytes) -> tuple[bytes, int, int]:
     """A raw deflate stream of prefix + unit*repeats + suffix, built without compressing every
     repetition (a full flush makes each repetition's compressed form identical), with its CRC-32
     and uncompressed size."""
@@ -272,7 +272,7 @@ def write_raw_zip(path: Path, members: Sequence[tuple[str, bytes, int, int, int]
 def _bomb_member(name: str, uncompressed_bytes: int, lie_about_size: bool, prefix: bytes = b"", suffix: bytes = b""):
     unit = b" " * 1_048_576
     repeats = max(1, (uncompressed_bytes - len(prefix) - len(suffix)) // len(unit))
-    data, crc, size = _deflate_repeated(prefix, unit, repeats, suffix)
+    data, crc, size = deflate_repeated(prefix, unit, repeats, suffix)
     declared = 1_000 if lie_about_size else size
     return name, data, crc, declared, len(data)
 

@@ -80,6 +80,13 @@ def bomb_error(what: str, limits: ExtractionLimits) -> ExtractionFailed:
 def check_declared_sizes(members: list[zipfile.ZipInfo], limits: ExtractionLimits, what: str) -> None:
     total = 0
     for member in members:
+        # No compression method makes data much bigger (deflate adds at most 0.03%): a member whose
+        # compressed data outweighs its declared size has forged headers, the classic bomb disguise.
+        if member.compress_size > member.file_size + member.file_size // 100 + 1024:
+            raise ExtractionFailed(
+                f"The {what}'s member {member.filename!r} declares {member.file_size:,} bytes but holds "
+                f"{member.compress_size:,} bytes of compressed data — its headers are forged; refused"
+            )
         total += member.file_size
         if total > limits.max_uncompressed_bytes:
             raise bomb_error(what, limits)
