@@ -414,3 +414,11 @@ def test_docx_tracked_changes_text_boxes_and_hyperlinks(tmp_path: Path) -> None:
         ("paragraph", None, "Anchor paragraph"),
         ("heading", 3, "Outline level three"),
     ]
+
+
+def test_an_absurdly_long_heading_is_split_like_text(tmp_path: Path) -> None:
+    html = f"<h1>{prose(40)}</h1><p>After.</p>"
+    extracted = extract(write(tmp_path / "a.html", html), Kind.HTML)
+    assert extracted.blocks[0].kind is BlockKind.HEADING
+    passages = check_passages(extracted, target_chars=500, max_chars=800)
+    assert len(passages) > 3

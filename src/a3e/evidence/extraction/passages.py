@@ -84,7 +84,7 @@ def split_passages(
         if key != group:
             flush()
             group = key
-        if block.kind is BlockKind.HEADING:
+        if block.kind is BlockKind.HEADING and len(block.text) <= max_chars // 2:  # longer: split as text
             if current is not None and current.has_content:
                 flush()
             level = block.level or 1
