@@ -369,7 +369,7 @@ def test_enqueue_after_commit_sends_only_when_the_transaction_commits(runtimes, 
 
 def test_housekeeping_through_the_app_deletes_only_what_no_longer_means_anything(api, make_person):
     from a3e.audit.models import AuditEvent
-    from a3e.auth.models import LoginFailure, OneTimeToken, RefreshToken
+    from a3e.auth.models import LoginAttempt, OneTimeToken, RefreshToken
 
     alice = make_person()
     app = api.app
@@ -401,8 +401,8 @@ def test_housekeeping_through_the_app_deletes_only_what_no_longer_means_anything
         used_expired_reset = one_time(now - timedelta(days=3), now - timedelta(days=4))
         live_reset = one_time(now + timedelta(hours=1))
         window = app.state.settings.login_window_seconds
-        session.add(LoginFailure(account="old@example.edu", client_ip="203.0.113.9", failed_at=now - timedelta(seconds=window + 60)))
-        session.add(LoginFailure(account="recent@example.edu", client_ip="203.0.113.9", failed_at=now - timedelta(seconds=30)))
+        session.add(LoginAttempt(account="old@example.edu", client_ip="203.0.113.9", state="failed", attempted_at=now - timedelta(seconds=window + 60)))
+        session.add(LoginAttempt(account="recent@example.edu", client_ip="203.0.113.9", state="failed", attempted_at=now - timedelta(seconds=30)))
         session.commit()
         audit_before = session.scalar(select(func.count()).select_from(AuditEvent))
         refresh_before = set(session.scalars(select(RefreshToken.id)))
@@ -421,7 +421,7 @@ def test_housekeeping_through_the_app_deletes_only_what_no_longer_means_anything
         assert {just_expired, rotated_live} <= remaining
         assert set(session.scalars(select(OneTimeToken.id))) == one_time_before - {expired_reset, used_expired_reset}
         assert live_reset in one_time_before
-        assert list(session.scalars(select(LoginFailure.account))) == ["recent@example.edu"]
+        assert list(session.scalars(select(LoginAttempt.account))) == ["recent@example.edu"]
         assert session.scalar(select(func.count()).select_from(AuditEvent)) == audit_before
 
     health = api.get("/health").json()

@@ -1,1 +1,1 @@
-"""Evidence: documents, revisions, their storage, extraction and search."""
+"""Evidence: documents, revisions, their storage, extraction into passages, and search."""

@@ -40,7 +40,7 @@ class HousekeepingReport:
 
 
 def clean_up(context: JobContext) -> HousekeepingReport:
-    from a3e.auth.models import LoginFailure, OneTimeToken, RefreshToken
+    from a3e.auth.models import LoginAttempt, OneTimeToken, RefreshToken
     from a3e.core.models import utcnow
 
     now = utcnow()
@@ -48,7 +48,7 @@ def clean_up(context: JobContext) -> HousekeepingReport:
         refresh = session.execute(delete(RefreshToken).where(RefreshToken.expires_at < now - EXPIRED_GRACE)).rowcount
         one_time = session.execute(delete(OneTimeToken).where(OneTimeToken.expires_at < now - EXPIRED_GRACE)).rowcount
         window = timedelta(seconds=context.settings.login_window_seconds)
-        failures = session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - window)).rowcount
+        failures = session.execute(delete(LoginAttempt).where(LoginAttempt.attempted_at <= now - window)).rowcount
     report = HousekeepingReport(refresh or 0, one_time or 0, failures or 0)
     if report.total:
         logger.info(
