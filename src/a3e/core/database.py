@@ -58,6 +58,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "a3e.apikeys.models",
     "a3e.audit.models",
     "a3e.standards.models",
+    "a3e.evidence.models",
 )
 
 
