@@ -32,8 +32,10 @@ def runtimes(make_settings):
     """Build job runtimes on the test's data directory (one queue file, shared by all of them)."""
     made: list[JobRuntime] = []
 
-    def make(*, lease_seconds: float | None = None, **values) -> JobRuntime:
-        runtime = JobRuntime(make_settings(**values), lease_seconds=lease_seconds)
+    def make(*, lease_seconds: float | None = None, periodic: bool = False, **values) -> JobRuntime:
+        # Built-in periodic jobs (housekeeping, evidence upkeep) are off unless a test asks: they
+        # would run at their minute, whatever the test is about.
+        runtime = JobRuntime(make_settings(**values), lease_seconds=lease_seconds, periodic=periodic)
         made.append(runtime)
         return runtime.open()
 
@@ -190,7 +192,7 @@ def test_two_consumers_on_one_queue_run_each_job_exactly_once(runtimes, data_dir
 def test_a_periodic_job_runs_once_per_minute_however_many_consumers(runtimes, data_dir):
     if datetime.now(UTC).second >= 55:  # both schedulers must look within the same minute
         time.sleep(61 - datetime.now(UTC).second)
-    first, second = runtimes(), runtimes()
+    first, second = runtimes(periodic=True), runtimes(periodic=True)
     PERIODIC_ON.set()
     try:
         first.start_consumer(1)
@@ -245,6 +247,10 @@ def start_worker(
 ) -> tuple[subprocess.Popen, Path]:
     log = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
     imports = ["--import", "tests.test_jobs_fixtures"] if import_fixtures else []
+    if "--periodic" in args:  # the built-in periodic jobs are off unless a test asks
+        args = tuple(arg for arg in args if arg != "--periodic")
+    else:
+        args = ("--no-periodic", *args)
     process = subprocess.Popen(
         [sys.executable, "-m", "a3e", "worker", *imports, *args],
         env=_worker_env(tmp_path, data_dir, **variables),

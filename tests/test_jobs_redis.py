@@ -89,8 +89,8 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_runtimes(make_settings):
     made: list[JobRuntime] = []
 
-    def make(url: str, **values) -> JobRuntime:
-        runtime = JobRuntime(make_settings(redis_url=url, **values))
+    def make(url: str, *, periodic: bool = False, **values) -> JobRuntime:
+        runtime = JobRuntime(make_settings(redis_url=url, **values), periodic=periodic)
         made.append(runtime)
         return runtime.open()
 
@@ -174,7 +174,8 @@ def test_enqueueing_without_redis_is_a_503_error_not_a_crash(redis_runtimes):
 def test_periodic_jobs_run_once_across_consumers_on_redis(redis_server, redis_runtimes, data_dir):
     if datetime.now(UTC).second >= 55:
         time.sleep(61 - datetime.now(UTC).second)
-    first, second = redis_runtimes(redis_server.url), redis_runtimes(redis_server.url)
+    first = redis_runtimes(redis_server.url, periodic=True)
+    second = redis_runtimes(redis_server.url, periodic=True)
     PERIODIC_ON.set()
     try:
         first.start_consumer(1)

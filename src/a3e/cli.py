@@ -140,7 +140,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     log = logging.getLogger("a3e")
     for warning in loaded.warnings:
         log.warning(warning)
-    runtime = JobRuntime(settings, extra_modules=tuple(args.import_modules))
+    runtime = JobRuntime(settings, extra_modules=tuple(args.import_modules), periodic=not args.no_periodic)
     try:
         runtime.open()
     except Exception as exc:
@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--workers", type=int, help="jobs run at once (default A3E_JOB_WORKERS or 2)")
     worker.add_argument("--grace", type=float, help="seconds running jobs get to finish at stop (default 10)")
+    worker.add_argument(
+        "--no-periodic", action="store_true",
+        help="do not schedule periodic jobs (housekeeping) from this worker; other consumers still do",
+    )
     worker.add_argument(
         "--import", dest="import_modules", action="append", default=[], metavar="MODULE",
         help="also load the jobs declared in MODULE (repeatable; the built-in ones always are)",

@@ -61,4 +61,5 @@ def clean_up(context: JobContext) -> HousekeepingReport:
 # Hourly, at a minute chosen to stay off the hour's crowd; idempotent, so a second run is harmless.
 @job("housekeeping", schedule=crontab(minute="17"), retries=2, retry_delay=60)
 def housekeeping(context: JobContext) -> None:
-    clean_up(context)
+    if context.schema_ready():
+        clean_up(context)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from a3e.core.settings import Settings
 
 # Every module that declares jobs. Add a domain's `jobs` module here (e.g. "a3e.evidence.jobs").
-JOB_MODULES: tuple[str, ...] = ("a3e.jobs.housekeeping",)
+JOB_MODULES: tuple[str, ...] = ("a3e.jobs.housekeeping", "a3e.evidence.jobs")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 
@@ -179,10 +179,29 @@ class JobContext:
     job_id: str
     attempt: int = 1
     attempts: int = 1
+    # The queue running the job, so that a job can queue others (`context.runtime.enqueue(...)`).
+    runtime: Any = None
 
     @property
     def last_attempt(self) -> bool:
         return self.attempt >= self.attempts
+
+    def schema_ready(self) -> bool:
+        """Whether the database is at the code's latest migration. Routine upkeep checks first and
+        waits for the deploy's `a3e migrate` instead of failing against an older schema."""
+        import logging
+
+        from a3e.core import migrations
+
+        try:
+            with self.database.engine.connect() as connection:
+                ready = migrations.status(connection).ok
+        except Exception as exc:  # the database is down: the job comes round again
+            logging.getLogger("a3e.jobs").warning("job %s skipped: cannot reach the database (%s)", self.job, exc)
+            return False
+        if not ready:
+            logging.getLogger("a3e.jobs").warning("job %s skipped: the database is not at the latest migration", self.job)
+        return ready
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -184,8 +184,11 @@ class JobRuntime:
         database: Database | None = None,
         lease_seconds: float | None = None,
         extra_modules: tuple[str, ...] = (),
+        periodic: bool = True,
     ) -> None:
         self.settings = settings
+        # False: periodic jobs are not scheduled (they still run on demand with run_periodic_now).
+        self.periodic = periodic
         self.mode = "redis" if settings.redis_url else "embedded"
         self.label = mask_database_url(settings.redis_url) if settings.redis_url else str(settings.jobs_queue_file)
         self.lease_seconds = lease_seconds if lease_seconds is not None else settings.job_lease_seconds
@@ -280,7 +283,7 @@ class JobRuntime:
             retries=spec.retries, retry_delay=spec.retry_delay, retry_backoff=spec.retry_backoff,
             context=True, name=spec.name,
         )
-        if spec.schedule is not None:
+        if spec.schedule is not None and self.periodic:
             return huey.periodic_task(spec.schedule, **options)(run)
         return huey.task(**options)(run)
 
@@ -357,7 +360,7 @@ class JobRuntime:
             huey.storage.put_data(record, huey.serialize_task(task))
         except Exception as exc:  # the job still runs; it is only unprotected against our death
             logger.warning("job %s (%s): could not record it as running (%s)", spec.name, task.id, _describe(exc))
-        context = JobContext(self.settings, self.database, spec.name, task.id, attempt, spec.attempts)
+        context = JobContext(self.settings, self.database, spec.name, task.id, attempt, spec.attempts, runtime=self)
         started = time.perf_counter()
         try:
             result = spec.func(context, *args, **kwargs)
