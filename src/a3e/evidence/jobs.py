@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -32,19 +31,13 @@ STALLED_PROCESSING = timedelta(minutes=15)
 # Blobs unreferenced for this long are removed by the sweep (deletions also remove them at once).
 UNREFERENCED_GRACE = timedelta(hours=1)
 
-_stores: dict[int, Any] = {}
-_stores_lock = threading.Lock()
-
-
-def _store(settings: Any) -> Any:
-    """One store per settings object (an S3 client is worth reusing)."""
+def _store(context: JobContext) -> Any:
+    """The runtime's blob store, built once (an S3 client is worth reusing)."""
     from a3e.evidence.storage import blob_store_from_settings
 
-    with _stores_lock:
-        store = _stores.get(id(settings))
-        if store is None:
-            store = _stores[id(settings)] = blob_store_from_settings(settings)
-        return store
+    if context.runtime is None:
+        return blob_store_from_settings(context.settings)
+    return context.runtime.resource("evidence.blob_store", lambda: blob_store_from_settings(context.settings))
 
 
 def _mark_failed(context: JobContext, exc: BaseException, revision_id: str, *_: Any, **__: Any) -> None:
@@ -78,7 +71,7 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         revision.attempts += 1
         sha256, kind = revision.sha256, revision.kind
 
-    store = _store(context.settings)
+    store = _store(context)
     try:
         with tempfile.TemporaryDirectory(prefix="a3e-revision-") as scratch:
             if isinstance(store, LocalBlobStore):
@@ -141,7 +134,7 @@ def collect_blob(context: JobContext, sha256: str) -> bool:
     from a3e.evidence.service import collect_blob as collect
 
     with context.transaction() as session:
-        return collect(session, _store(context.settings), sha256)
+        return collect(session, _store(context), sha256)
 
 
 @job("evidence.resume_stalled", schedule=crontab(minute="*/5"), retries=0)
@@ -180,7 +173,7 @@ def resume_stalled(context: JobContext) -> dict[str, int]:
     for revision_id in requeue:
         runtime.enqueue(process_revision, revision_id)
     removed = 0
-    store = _store(context.settings)
+    store = _store(context)
     with context.transaction() as session:
         candidates = unreferenced_blobs(session, older_than=UNREFERENCED_GRACE)
     for sha256 in candidates:

@@ -209,6 +209,15 @@ class JobRuntime:
         self._open_error: str | None = None
         self._health_cache: tuple[float, dict[str, Any]] | None = None
         self.recovered = 0
+        self._resources: dict[str, Any] = {}
+        self._resources_lock = threading.Lock()
+
+    def resource(self, name: str, build: Callable[[], Any]) -> Any:
+        """A long-lived helper the jobs of this runtime share (an S3 client, say), built once."""
+        with self._resources_lock:
+            if name not in self._resources:
+                self._resources[name] = build()
+            return self._resources[name]
 
     # ---- building ------------------------------------------------------------------------
 
@@ -232,6 +241,11 @@ class JobRuntime:
         if self._huey is not None:
             return self
         self._jobs = load_job_modules(self.extra_modules)
+        # Every table's model, so that the ORM can resolve foreign keys in a worker process that
+        # never imported the other domains.
+        from a3e.core.database import load_all_models
+
+        load_all_models()
         huey_class = _huey_class()
         try:
             if self.settings.redis_url:
