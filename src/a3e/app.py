@@ -47,10 +47,11 @@ def core_routers() -> list:
     from a3e.apikeys.api import router as api_keys
     from a3e.audit.api import router as audit
     from a3e.auth.api import router as auth
+    from a3e.evidence.search_api import router as search
     from a3e.standards.api import routers as standards
     from a3e.workspaces.api import router as workspaces
 
-    return [auth, workspaces, api_keys, audit, *standards]
+    return [auth, workspaces, api_keys, audit, *standards, search]
 
 
 def builtin_features() -> list[Feature]:
