@@ -25,6 +25,9 @@ nothing, without touching the database: a pure exclusion cannot use either index
 Snippets are HTML: the passage's text escaped, matched words wrapped in `<mark>…</mark>`. The
 database marks matches with two control characters (the extraction pipeline drops control
 characters from passage text, and a stray one would only add or drop a mark, never markup).
+PostgreSQL's parser would take `<b and c>` for an HTML tag and skip it, in the index and in
+snippets alike; it is given the text with `<` hidden (LESS_THAN_STANDIN), so that what a passage
+says is searchable and shown on both backends.
 """
 
 from __future__ import annotations
@@ -67,6 +70,9 @@ ENGLISH_STOP_WORDS = frozenset(
 
 # Marks the databases put around matched words; replaced by <mark> after escaping the text.
 MARK_START, MARK_END = "\x01", "\x02"
+# PostgreSQL's parser takes "<b and c>" for an HTML tag and drops it: its index (migration 0007)
+# and its snippets see this control character in place of "<", which snippets turn back.
+LESS_THAN_STANDIN = "\x03"
 _MARKS = re.compile(f"([{MARK_START}{MARK_END}])")
 _TOKEN = re.compile(r"[^\W_]+")
 
@@ -173,7 +179,7 @@ def render_snippet(marked: str) -> str:
                 out.append("</mark>")
                 inside = False
         elif piece:
-            out.append(html.escape(piece))
+            out.append(html.escape(piece.replace(LESS_THAN_STANDIN, "<")))
     if inside:
         out.append("</mark>")
     return "".join(out)
@@ -247,9 +253,9 @@ def search_passages(
     else:  # pragma: no cover - A3E runs on these two only
         raise RuntimeError(f"full-text search is not implemented for {dialect}")
     rows = session.execute(statement).all()
-    if rows:
+    if rows and rows[0].total is not None:
         total = rows[0].total
-    elif offset:  # past the last page: the window count came back with no row to carry it
+    elif rows or offset:  # no window count, or past the last page where no row carries it
         total = session.execute(count).scalar_one()
     else:
         total = 0
@@ -299,13 +305,23 @@ def _filtered(statement: Select[Any], workspace_id: uuid.UUID, filters: SearchFi
     return statement
 
 
-def _ranked_page(base: Select[Any], score: Any, workspace_id: uuid.UUID, filters: SearchFilters, match: Any,
-                 *, limit: int, offset: int) -> Any:
-    """The page's passage ids and scores, best first (ties by id, so that pages never overlap),
-    with the count of every match (a window over the same rows, so no second scan)."""
+def _ranked_page(
+    base: Select[Any],
+    score: Any,
+    workspace_id: uuid.UUID,
+    filters: SearchFilters,
+    match: Any,
+    *,
+    limit: int,
+    offset: int,
+    counted: bool,
+) -> Any:
+    """The page's passage ids and scores, best first (ties by id, so that pages never overlap);
+    `counted`: with the count of every match, as a window over the same rows (no second scan)."""
     labeled = score.label("score")
+    total = func.count().over() if counted else literal(None, Integer)
     ranked = _filtered(
-        base.add_columns(Passage.id.label("passage_id"), labeled, func.count().over().label("total")),
+        base.add_columns(Passage.id.label("passage_id"), labeled, total.label("total")),
         workspace_id,
         filters,
     ).where(match)
@@ -337,9 +353,12 @@ def _postgres_statements(
     matches = _SEARCH_VECTOR.op("@@")(tsquery)
     # Normalization 1: rank divided by 1 + log(length), so a long passage does not win on bulk alone.
     score = func.ts_rank_cd(_SEARCH_VECTOR, tsquery, 1)
-    page = _ranked_page(select().select_from(Passage), score, workspace_id, filters, matches, limit=limit, offset=offset)
+    page = _ranked_page(
+        select().select_from(Passage), score, workspace_id, filters, matches, limit=limit, offset=offset, counted=True
+    )
     # The snippet and the other columns only for the page's rows: ts_headline re-parses the text.
-    headline = func.ts_headline(_ENGLISH, Passage.text, tsquery, literal(_HEADLINE_OPTIONS))
+    shown_text = func.replace(Passage.text, "<", func.chr(ord(LESS_THAN_STANDIN)))  # as the index saw it
+    headline = func.ts_headline(_ENGLISH, shown_text, tsquery, literal(_HEADLINE_OPTIONS))
     statement = (
         select(*_result_columns(page), headline.label("marked_snippet"))
         .select_from(page)
@@ -359,7 +378,9 @@ def _sqlite_statements(
     # bm25() is lower-is-better (negative); negated so that higher is better on both backends.
     score = -func.bm25(_FTS_TABLE)
     base = select().select_from(_FTS).join(Passage, Passage.id == _FTS.c.rowid)
-    page = _ranked_page(base, score, workspace_id, filters, match, limit=limit, offset=offset)
+    # No window count here: SQLite evaluates a window query as a subquery, where FTS5's bm25() and
+    # snippet() no longer see the MATCH ("unable to use function bm25 in the requested context").
+    page = _ranked_page(base, score, workspace_id, filters, match, limit=limit, offset=offset, counted=False)
     snippet = func.snippet(_FTS_TABLE, 0, MARK_START, MARK_END, "…", _SNIPPET_TOKENS)
     statement = (
         select(*_result_columns(page), snippet.label("marked_snippet"))

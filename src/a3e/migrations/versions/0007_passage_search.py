@@ -62,9 +62,10 @@ def _require_fts5() -> None:
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
+        # '<' hidden from the parser: it would take "<b and c>" for an HTML tag and drop its words.
         op.execute(
             "ALTER TABLE passages ADD COLUMN search_vector tsvector "
-            "GENERATED ALWAYS AS (to_tsvector('english'::regconfig, text)) STORED"
+            "GENERATED ALWAYS AS (to_tsvector('english'::regconfig, replace(text, '<', chr(3)))) STORED"
         )
         op.execute("CREATE INDEX ix_passages_search_vector ON passages USING gin (search_vector)")
     elif dialect == "sqlite":
