@@ -317,6 +317,48 @@ def test_deleted_passages_leave_the_index(api, owner, workspace):
         session.commit()
     assert passage_ids(found(api, owner, workspace, "strategic")) == {kept.passage_ids[0]}
     assert passage_ids(found(api, owner, workspace, "deleted")) == set()
+    if api.app.state.database.engine.dialect.name == "sqlite":
+        # The FTS5 index itself forgot the row (the trigger ran on the cascade), not only the join.
+        with api.app.state.database.session() as session:
+            indexed = session.execute(text("SELECT rowid FROM passages_fts WHERE passages_fts MATCH 'deleted'")).all()
+        assert indexed == []
+
+
+def test_passages_written_before_the_migration_are_indexed(database_url):
+    from alembic import command
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from a3e.core import migrations
+    from a3e.evidence.search import SearchFilters, search_passages
+    from a3e.workspaces.models import Workspace
+
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        command.upgrade(migrations.alembic_config(connection), "0006_evidence")
+        connection.commit()
+    with Session(engine) as session:
+        workspace = Workspace(name="Early")
+        session.add(workspace)
+        session.flush()
+        document = Document(workspace_id=workspace.id, title="Early", revision_count=1)
+        session.add_all([document, Blob(sha256="e" * 64, size_bytes=1, media_type="text/plain")])
+        session.flush()
+        revision = Revision(document_id=document.id, workspace_id=workspace.id, number=1, sha256="e" * 64,
+                            size_bytes=1, filename="early.txt", kind="txt", media_type="text/plain", status="ready")
+        session.add(revision)
+        session.flush()
+        document.current_revision_id = revision.id
+        session.add(Passage(revision_id=revision.id, document_id=document.id, workspace_id=workspace.id, ordinal=0,
+                            text="Institutional effectiveness before search existed.", char_start=0, char_end=50))
+        session.commit()
+        workspace_id = workspace.id
+    migrations.upgrade(engine)
+    with Session(engine) as session:
+        results = search_passages(session, workspace_id, parse_query("effective"), SearchFilters(), limit=10, offset=0)
+    engine.dispose()
+    assert results.total == 1 and [hit.document_title for hit in results.hits] == ["Early"]
+    assert "<mark>" in results.hits[0].snippet
 
 
 # ---------------------------------------------------------------------------------------------

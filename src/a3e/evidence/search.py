@@ -253,9 +253,9 @@ def search_passages(
     else:  # pragma: no cover - A3E runs on these two only
         raise RuntimeError(f"full-text search is not implemented for {dialect}")
     rows = session.execute(statement).all()
-    if rows and rows[0].total is not None:
+    if rows:
         total = rows[0].total
-    elif rows or offset:  # no window count, or past the last page where no row carries it
+    elif offset:  # past the last page: the window count came back with no row to carry it
         total = session.execute(count).scalar_one()
     else:
         total = 0
@@ -310,21 +310,22 @@ def _ranked_page(
     score: Any,
     workspace_id: uuid.UUID,
     filters: SearchFilters,
-    match: Any,
+    match: Any | None,
     *,
     limit: int,
     offset: int,
-    counted: bool,
 ) -> Any:
-    """The page's passage ids and scores, best first (ties by id, so that pages never overlap);
-    `counted`: with the count of every match, as a window over the same rows (no second scan)."""
+    """The page's passage ids and scores, best first (ties by id, so that pages never overlap),
+    with the count of every match as a window over the same rows (no second scan)."""
     labeled = score.label("score")
-    total = func.count().over() if counted else literal(None, Integer)
+    total = func.count().over()
     ranked = _filtered(
         base.add_columns(Passage.id.label("passage_id"), labeled, total.label("total")),
         workspace_id,
         filters,
-    ).where(match)
+    )
+    if match is not None:
+        ranked = ranked.where(match)
     return ranked.order_by(labeled.desc(), Passage.id).limit(limit).offset(offset).subquery("page")
 
 
@@ -354,7 +355,7 @@ def _postgres_statements(
     # Normalization 1: rank divided by 1 + log(length), so a long passage does not win on bulk alone.
     score = func.ts_rank_cd(_SEARCH_VECTOR, tsquery, 1)
     page = _ranked_page(
-        select().select_from(Passage), score, workspace_id, filters, matches, limit=limit, offset=offset, counted=True
+        select().select_from(Passage), score, workspace_id, filters, matches, limit=limit, offset=offset
     )
     # The snippet and the other columns only for the page's rows: ts_headline re-parses the text.
     shown_text = func.replace(Passage.text, "<", func.chr(ord(LESS_THAN_STANDIN)))  # as the index saw it
@@ -375,12 +376,18 @@ def _sqlite_statements(
     workspace_id: uuid.UUID, query: ParsedQuery, filters: SearchFilters, *, limit: int, offset: int
 ) -> tuple[Select[Any], Select[Any]]:
     match = text("passages_fts MATCH :fts_query").bindparams(fts_query=query.fts5())
+    # The matches and their scores first, materialized: the full-text index drives the query (left
+    # to itself the planner may walk the workspace's passages and probe the index for each), and
+    # bm25() runs where it sees the MATCH, which a window count over a join would hide from it.
     # bm25() is lower-is-better (negative); negated so that higher is better on both backends.
-    score = -func.bm25(_FTS_TABLE)
-    base = select().select_from(_FTS).join(Passage, Passage.id == _FTS.c.rowid)
-    # No window count here: SQLite evaluates a window query as a subquery, where FTS5's bm25() and
-    # snippet() no longer see the MATCH ("unable to use function bm25 in the requested context").
-    page = _ranked_page(base, score, workspace_id, filters, match, limit=limit, offset=offset, counted=False)
+    hits = (
+        select(_FTS.c.rowid.label("passage_id"), (-func.bm25(_FTS_TABLE)).label("score"))
+        .where(match)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")
+    )
+    base = select().select_from(hits).join(Passage, Passage.id == hits.c.passage_id)
+    page = _ranked_page(base, hits.c.score, workspace_id, filters, None, limit=limit, offset=offset)
     snippet = func.snippet(_FTS_TABLE, 0, MARK_START, MARK_END, "…", _SNIPPET_TOKENS)
     statement = (
         select(*_result_columns(page), snippet.label("marked_snippet"))
@@ -392,6 +399,7 @@ def _sqlite_statements(
         .where(match)
         .order_by(page.c.score.desc(), page.c.passage_id)
     )
-    count_base = select(func.count()).select_from(_FTS).join(Passage, Passage.id == _FTS.c.rowid)
-    count = _filtered(count_base, workspace_id, filters).where(match)
+    count = _filtered(
+        select(func.count()).select_from(hits).join(Passage, Passage.id == hits.c.passage_id), workspace_id, filters
+    )
     return statement, count
