@@ -235,9 +235,23 @@ def test_snippets_highlight_matches_and_escape_hostile_text(api, owner, workspac
     assert item["current_revision"] is True
     assert (item["page"], item["location"], item["heading"]) == (1, "page 1", "Section 1")
     assert item["char_start"] == 0 and item["char_end"] > item["char_start"]
-    # Searching for a word inside the markup finds it, and still shows the markup escaped.
-    [script] = found(api, owner, workspace, "alert")
-    assert "<mark>alert</mark>" in script["snippet"] and "&lt;" in script["snippet"]
+    # Words inside markup are words like any other (PostgreSQL's parser would skip "tags"), and
+    # still shown escaped.
+    for word in ("alert", "script", "onerror"):
+        [script] = found(api, owner, workspace, word)
+        assert f"<mark>{word}</mark>" in script["snippet"] and "&lt;" in script["snippet"], word
+
+
+def test_snippets_show_short_passages_whole_and_excerpt_long_ones(api, owner, workspace):
+    short = "One two accreditation three."
+    long = " ".join(f"word{n}" for n in range(150)) + " accreditation " + " ".join(f"tail{n}" for n in range(150))
+    add_document(api, workspace, "Lengths", [short, long])
+    snippets = {len(item["snippet"]): item["snippet"] for item in found(api, owner, workspace, "accreditation")}
+    assert sorted(snippets.values(), key=len)[0] == "One two <mark>accreditation</mark> three."
+    excerpt = max(snippets.values(), key=len)
+    assert "<mark>accreditation</mark>" in excerpt
+    assert 15 <= len(excerpt.split()) <= 40  # about 32 words around the match, not the whole passage
+    assert "word149" in excerpt or "tail0" in excerpt
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,11 +380,14 @@ def test_passages_written_before_the_migration_are_indexed(database_url):
 
 
 def test_hostile_queries_never_fail(api, owner, workspace):
-    doc = add_document(api, workspace, "Policy", ["Accreditation policy: the term near the library, see section:standards."])
+    text_ = "Accreditation policy: the term near the library, see section:standards."
+    doc = add_document(api, workspace, "Policy", [text_])
     hit = {doc.passage_ids[0]}
+    # Punctuation inside a word makes a phrase of its parts: `col:term` is "col term", not a column.
     expectations = {
-        '"': set(), "*": set(), "NEAR(": hit, "col:term": set(), "section:standards": hit, "AND OR": set(), "OR": set(),
-        '"unbalanced accreditation': set(), '"accreditation policy': hit, "accreditation*": hit, "text:accreditation": set(),  # a phrase of its words, as typed
+        '"': set(), "*": set(), "NEAR(": hit, "col:term": set(), "section:standards": hit, "AND OR": set(),
+        "OR": set(), '"unbalanced accreditation': set(), '"accreditation policy': hit, "accreditation*": hit,
+        "text:accreditation": set(),
         "accreditation -": hit, "-": set(), "((": set(), "^accreditation": hit, "accreditation)": hit,
         "'; DROP TABLE passages; --": set(), "a\\b": set(), "100%": set(), "_": set(), "<->": set(),
         "accreditation & !policy": hit, "policy:*": hit, "!!": set(), "NOT accreditation": hit,
@@ -440,22 +457,42 @@ def test_viewers_and_read_only_keys_may_search(api, owner, workspace, make_perso
 # The index is used.
 
 
-def test_postgresql_answers_from_the_gin_index(api, owner, workspace, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's plan")
+def test_the_full_text_index_drives_the_query(api, owner, workspace):
+    """PostgreSQL can answer from the GIN index; SQLite starts from the FTS5 match, never from a
+    walk over the workspace's passages probing the index for each."""
     # Many documents, few matches: the shape where the index is the only sensible plan.
     for number in range(20):
         filler = [f"Passage {n} about the budget, the campus and its people." for n in range(100)]
         add_document(api, workspace, f"Doc {number}", filler + (["Shared governance."] if number < 3 else []))
-    from a3e.evidence.search import SearchFilters, _postgres_statements
+    from sqlalchemy import event
 
-    statement, _ = _postgres_statements(uuid.UUID(workspace), parse_query("governance"), SearchFilters(),
-                                        limit=10, offset=0)
-    with api.app.state.database.session() as session:
-        session.execute(text("ANALYZE documents, document_revisions, passages"))
-        # 2,000 rows are still scanned faster than looked up; what matters is that the query's
-        # form lets the planner use the GIN index at all (a mismatched expression would not).
-        session.execute(text("SET LOCAL enable_seqscan = off"))
-        compiled = statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
-        plan = "\n".join(row[0] for row in session.execute(text(f"EXPLAIN {compiled}")))
-    assert "ix_passages_search_vector" in plan, plan
+    from a3e.evidence.search import SearchFilters, search_passages
+
+    database = api.app.state.database
+    executed: list[tuple[str, object]] = []
+
+    def capture(_connection, _cursor, statement, parameters, _context, _executemany) -> None:
+        executed.append((statement, parameters))
+
+    with database.session() as session:
+        if database.engine.dialect.name == "postgresql":
+            session.execute(text("ANALYZE documents, document_revisions, passages"))
+            # 2,000 rows are still scanned faster than looked up; what matters is that the query's
+            # form lets the planner use the GIN index at all (a mismatched expression would not).
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+        event.listen(database.engine, "before_cursor_execute", capture)
+        try:
+            results = search_passages(session, uuid.UUID(workspace), parse_query("governance"), SearchFilters(),
+                                      limit=10, offset=0)
+        finally:
+            event.remove(database.engine, "before_cursor_execute", capture)
+        assert results.total == 3
+        [(statement, parameters)] = executed
+        explain = "EXPLAIN " if database.engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+        plan = session.connection().exec_driver_sql(explain + statement, parameters).all()
+    if database.engine.dialect.name == "postgresql":
+        assert "ix_passages_search_vector" in "\n".join(row[0] for row in plan)
+    else:
+        steps = [row[-1] for row in plan]
+        first_scan = next(step for step in steps if step.startswith(("SCAN", "SEARCH")))
+        assert first_scan.startswith("SCAN passages_fts VIRTUAL TABLE INDEX 0:M"), steps

@@ -39,7 +39,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, bindparam, column, exists, func, literal, literal_column, select, table, text
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    column,
+    exists,
+    func,
+    literal,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from a3e.evidence.models import Document, DocumentTag, Passage, Revision
@@ -225,12 +239,14 @@ _FTS = table("passages_fts", column("rowid", Integer))
 _FTS_TABLE = literal_column("passages_fts")
 _SEARCH_VECTOR = literal_column("passages.search_vector")
 _ENGLISH = literal_column("'english'::regconfig")
-_HEADLINE_OPTIONS = (
-    f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=35, MinWords=15, ShortWord=3, "
-    'MaxFragments=2, FragmentDelimiter=" … "'
-)
-# snippet(): at most this many tokens around the matches.
+# One excerpt of about this many words around the best match, on both backends (a passage
+# shorter than that is shown whole).
 _SNIPPET_TOKENS = 32
+_HEADLINE_OPTIONS = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={_SNIPPET_TOKENS}, MinWords=16, ShortWord=3"
+# ts_headline's fragment mode centres the excerpt on the match but drops the words before it in a
+# short passage; its default mode keeps a short passage whole but starts a long one's excerpt at
+# the match. Each where it does well: below this length a passage fits in one snippet.
+_SHORT_PASSAGE_CHARS = 200
 
 
 def search_passages(
@@ -359,7 +375,13 @@ def _postgres_statements(
     )
     # The snippet and the other columns only for the page's rows: ts_headline re-parses the text.
     shown_text = func.replace(Passage.text, "<", func.chr(ord(LESS_THAN_STANDIN)))  # as the index saw it
-    headline = func.ts_headline(_ENGLISH, shown_text, tsquery, literal(_HEADLINE_OPTIONS))
+    headline = case(
+        (
+            func.length(Passage.text) <= _SHORT_PASSAGE_CHARS,
+            func.ts_headline(_ENGLISH, shown_text, tsquery, literal(_HEADLINE_OPTIONS)),
+        ),
+        else_=func.ts_headline(_ENGLISH, shown_text, tsquery, literal(_HEADLINE_OPTIONS + ", MaxFragments=1")),
+    )
     statement = (
         select(*_result_columns(page), headline.label("marked_snippet"))
         .select_from(page)
