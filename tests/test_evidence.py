@@ -381,3 +381,16 @@ def test_a_stalled_revision_is_resumed_and_one_tried_too_often_fails(api, alice,
     assert evidence_jobs.resume_stalled(context)["failed"] == 1
     failed = api.get(f"{docs_path(college)}/{document['id']}", headers=alice.headers).json()
     assert failed["status"] == "failed" and "did not finish" in failed["status_detail"]
+
+
+def test_an_uploaded_document_is_found_by_search_once_processed(api, alice, college, tmp_path):
+    pdf = make_pdf(tmp_path / "qep.pdf", ["Our Quality Enhancement Plan improves writing across the curriculum.",
+                                          "Budget tables follow."])
+    document = upload(api, alice, college, pdf, tags="qep").json()
+    wait_processed(api, alice, college, document["id"])
+    found = api.get(f"/api/v1/workspaces/{college['id']}/search", params={"q": "enhancement writing"},
+                    headers=alice.headers)
+    assert found.status_code == 200, found.text
+    hits = found.json()["items"]
+    assert [hit["document_id"] for hit in hits] == [document["id"]]
+    assert hits[0]["page"] == 1 and "<mark>" in hits[0]["snippet"]
