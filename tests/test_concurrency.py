@@ -60,3 +60,63 @@ def test_concurrent_authenticated_reads_beyond_the_pool_all_succeed(postgres, ru
         if server is not None:
             server.stop()
         postgres.drop_database(name)
+
+
+@pytest.mark.slow
+def test_slow_uploads_in_flight_do_not_hold_back_other_requests(run_server):
+    """More uploads trickling in than the process admits at once: reads still answer at once,
+    and the uploads all land once their bodies are complete."""
+    import socket
+    import uuid
+
+    server = run_server({"A3E_ARGON2_TIME_COST": "1", "A3E_ARGON2_MEMORY_KIB": "1024", "A3E_ARGON2_PARALLELISM": "1"})
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/health/ready").status_code != 200:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    email = "uploader@example.edu"
+    httpx.post(f"{server.url}/api/v1/auth/register", json={"email": email, "password": DEFAULT_PASSWORD, "name": "U"})
+    token = httpx.post(f"{server.url}/api/v1/auth/login", json={"email": email, "password": DEFAULT_PASSWORD}).json()[
+        "access_token"
+    ]
+    headers = {"Authorization": f"Bearer {token}"}
+    workspace = httpx.post(f"{server.url}/api/v1/workspaces", json={"name": "W"}, headers=headers).json()
+    path = f"/api/v1/workspaces/{workspace['id']}/documents"
+
+    def start_upload(n: int) -> tuple[socket.socket, bytes]:
+        boundary = uuid.uuid4().hex
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes-{n}.txt\"\r\n"
+                "Content-Type: text/plain\r\n\r\n").encode()
+        content = f"Minutes of meeting {n}: the senate approved the assessment plan.\n".encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        body = head + content + tail
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+             f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            + body[: len(head)]
+        )
+        return sock, body[len(head):]
+
+    uploads = [start_upload(n) for n in range(2 * MAX_CONNECTIONS_PER_PROCESS)]
+    try:
+        time.sleep(0.5)  # every upload is in, waiting for the rest of its body
+        started = time.monotonic()
+        read = httpx.get(f"{server.url}/api/v1/workspaces/{workspace['id']}", headers=headers, timeout=10)
+        assert read.status_code == 200
+        assert time.monotonic() - started < 2.0, "a read waited behind uploads that were still streaming"
+        for sock, rest in uploads:
+            sock.sendall(rest)
+        statuses = []
+        for sock, _ in uploads:
+            sock.settimeout(30)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += sock.recv(65536)
+            statuses.append(int(answer.split(b" ", 2)[1]))
+        assert statuses == [201] * len(uploads)
+    finally:
+        for sock, _ in uploads:
+            sock.close()
+    listed = httpx.get(f"{server.url}{path}", headers=headers).json()
+    assert listed["total"] == len(uploads)

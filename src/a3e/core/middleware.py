@@ -17,7 +17,9 @@ import logging
 import re
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -347,13 +349,14 @@ class ConcurrencyLimitMiddleware:
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
-        import asyncio
-
-        if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.limit)
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.max_wait)
-        except TimeoutError:
+        if _is_deferred_upload(scope):
+            # A document upload streams in for as long as the client's link takes, using no
+            # connection meanwhile: it is admitted once its body is in (the route enters
+            # `admitted`), so that slow uploads never hold back everyone else's requests.
+            scope.setdefault("state", {})[ADMISSION_STATE] = self
+            await self.app(scope, receive, send)
+            return
+        if not await self.acquire():
             response = error_response(
                 503,
                 "server_busy",
@@ -366,4 +369,54 @@ class ConcurrencyLimitMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            self._semaphore.release()
+            self.release()
+
+    async def acquire(self) -> bool:
+        import asyncio
+
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.limit)
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self.max_wait)
+        except TimeoutError:
+            return False
+        return True
+
+    def release(self) -> None:
+        assert self._semaphore is not None
+        self._semaphore.release()
+
+
+ADMISSION_STATE = "a3e.admission"
+
+
+# The routes that take their admission themselves, after receiving the body (see `admitted`).
+_DEFERRED_UPLOADS = re.compile(r"^/api/v1/workspaces/[^/]+/documents(?:/bulk|/[^/]+/revisions)?$")
+
+
+def _is_deferred_upload(scope: Scope) -> bool:
+    if scope.get("method") != "POST" or not _DEFERRED_UPLOADS.match(scope["path"]):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            return value[:19].lower() == b"multipart/form-data"
+    return False
+
+
+@asynccontextmanager
+async def admitted(request: Any) -> AsyncIterator[None]:
+    """Admission for a request the gate let through unadmitted (an upload, once its body is in):
+    database work inside this block counts against the process's limit like any request's."""
+    gate: ConcurrencyLimitMiddleware | None = request.scope.get("state", {}).get(ADMISSION_STATE)
+    if gate is None:
+        yield
+        return
+    if not await gate.acquire():
+        from a3e.core.errors import AppError
+
+        raise AppError("The server is busy; try again shortly.", status_code=503, code="server_busy",
+                       headers={"Retry-After": "2"})
+    try:
+        yield
+    finally:
+        gate.release()

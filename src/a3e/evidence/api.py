@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from a3e.core.database import SessionDep
 from a3e.core.errors import AppError
+from a3e.core.middleware import admitted
 from a3e.core.pagination import Page, PageParams, page_params
 from a3e.evidence import service
 from a3e.evidence.models import RevisionStatus
@@ -87,9 +88,12 @@ async def upload_document(
             document, duplicate = service.add_document(
                 session, store, request.app.state.jobs, access, file, metadata, request=request
             )
-            return service.document_out(session, document, duplicate=duplicate)  # type: ignore[return-value]
+            answer = service.document_out(session, document, duplicate=duplicate)
+            session.commit()  # inside the admission: the connection is given back before it ends
+            return answer  # type: ignore[return-value]
 
-        answer = await run_in_threadpool(add)
+        async with admitted(request):
+            answer = await run_in_threadpool(add)
     if answer.duplicate:
         response.status_code = 200
     return answer
@@ -106,7 +110,8 @@ async def upload_bulk(
     async with receive_upload(request, max_files=1) as upload:
         received = _the_file(upload.files)
         metadata = _upload_fields(upload.fields)
-        return await run_in_threadpool(_add_bulk, request, session, store, access, received, metadata)
+        async with admitted(request):
+            return await run_in_threadpool(_add_bulk, request, session, store, access, received, metadata)
 
 
 def _add_bulk(
@@ -150,6 +155,7 @@ def _add_bulk(
                 session, store, request.app.state.jobs, access, file, per_file, request=request
             )
             documents.append(service.document_out(session, document, duplicate=duplicate))  # type: ignore[arg-type]
+    session.commit()
     return BulkUploadOut(documents=documents, skipped=skipped)
 
 
@@ -211,9 +217,12 @@ async def upload_revision(
             document, duplicate = service.add_revision(
                 session, store, request.app.state.jobs, access, document_id, file, request=request
             )
-            return service.document_out(session, document, duplicate=duplicate)  # type: ignore[return-value]
+            answer = service.document_out(session, document, duplicate=duplicate)
+            session.commit()
+            return answer  # type: ignore[return-value]
 
-        answer = await run_in_threadpool(add)
+        async with admitted(request):
+            answer = await run_in_threadpool(add)
     if answer.duplicate:
         response.status_code = 200
     return answer
