@@ -449,6 +449,8 @@ def test_an_unreachable_redis_degrades_health_but_not_readiness(make_settings, c
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_ready(client)
         assert client.get("/health/ready").status_code == 200
+        # The queue opens in the background once the database was checked ("starting" until then).
+        wait_for(lambda: client.get("/health").json()["checks"]["jobs"]["status"] != "starting")
         body = client.get("/health").json()
         assert body["status"] == "degraded"
         assert body["checks"]["jobs"]["status"] == "unavailable"
@@ -508,3 +510,27 @@ def test_worker_configuration_problems_exit_78_without_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
     assert [line.split(":")[0] for line in problems] == ["  - --workers", "  - A3E_REDIS_URL", "  - A3E_JOB_WORKERS"], result.stderr
+
+
+def test_the_embedded_queue_loads_neither_redis_nor_psycopg(tmp_path):
+    """Huey imports both whenever installed: 15 MB per web process that the embedded mode never
+    uses. They stay out — and a Redis runtime later in the same process still works."""
+    script = f"""
+import sys
+from a3e.core.settings import Settings
+from a3e.jobs.service import JobRuntime
+runtime = JobRuntime(Settings(_env_file=None, data_dir={str(tmp_path)!r}, secret_key="s"*40, jwt_secret_key="j"*40))
+runtime.open()
+assert "redis" not in sys.modules and "psycopg" not in sys.modules, sorted(m for m in ("redis", "psycopg") if m in sys.modules)
+import psycopg  # still importable by whoever needs it (SQLAlchemy, for PostgreSQL)
+redis_runtime = JobRuntime(Settings(_env_file=None, data_dir={str(tmp_path)!r}, secret_key="s"*40, jwt_secret_key="j"*40,
+                                    redis_url="redis://127.0.0.1:1/0"))
+redis_runtime.open()
+import huey.storage
+assert huey.storage.RedisStorage.redis_client is not None
+runtime.close(); redis_runtime.close()
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k.upper() not in {n.upper() for n in settings_env_vars()}}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert result.stdout.strip().endswith("ok"), result.stderr

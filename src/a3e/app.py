@@ -72,8 +72,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     monitor = DatabaseMonitor(database, auto_migrate=settings.should_auto_migrate)
     app.state.database_monitor = monitor
     monitor.start()
-    flusher = asyncio.get_running_loop().create_task(access_log.flush_periodically(), name="a3e-access-log")
-    await asyncio.to_thread(_start_jobs, app)
+    loop = asyncio.get_running_loop()
+    flusher = loop.create_task(access_log.flush_periodically(), name="a3e-access-log")
+    # The queue opens once the database has had its first check, off the path to readiness: its
+    # imports and threads would otherwise delay the first answers (jobs wait for the database
+    # anyway). A job queued before then waits for it to open.
+    app.state.jobs.opening_in_background()
+    jobs_started = loop.create_task(_start_jobs_after(app, monitor), name="a3e-jobs-start")
     logger.info(
         "A3E %s started (%s, database %s)", __version__, settings.environment_label, database.masked_url
     )
@@ -85,6 +90,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         flusher.cancel()
+        await jobs_started
         await monitor.stop()
         await database.reads.close()
         # Running jobs get their grace period; the ones that do not finish are queued again.
@@ -93,6 +99,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(app.state.email.shutdown, True, 10.0)
         access_log.flush()
         database.dispose()
+
+
+async def _start_jobs_after(app: FastAPI, monitor: DatabaseMonitor) -> None:
+    if monitor.task is not None:
+        await asyncio.wait({monitor.task}, timeout=JOBS_START_DELAY_MAX)
+    await asyncio.to_thread(_start_jobs, app)
+
+
+# The queue opens at the latest this long after start, even while the database is still down.
+JOBS_START_DELAY_MAX = 5.0
 
 
 def _start_jobs(app: FastAPI) -> None:

@@ -53,7 +53,7 @@ async def health(request: Request) -> Any:
     jobs = await asyncio.to_thread(app.state.jobs.health)
     if not readiness.ready:
         overall = "unavailable"
-    elif email["status"] == "failing" or jobs["status"] != "ok" or any(
+    elif email["status"] == "failing" or jobs["status"] not in ("ok", "starting") or any(
         entry["status"] == FeatureState.FAILED.value for entry in features.values()
     ):
         overall = "degraded"
