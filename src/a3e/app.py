@@ -49,10 +49,11 @@ def core_routers() -> list:
     from a3e.auth.api import router as auth
     from a3e.evidence.api import router as evidence
     from a3e.evidence.search_api import router as search
+    from a3e.review.api import router as review
     from a3e.standards.api import routers as standards
     from a3e.workspaces.api import router as workspaces
 
-    return [auth, workspaces, api_keys, audit, *standards, evidence, search]
+    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review]
 
 
 def builtin_features() -> list[Feature]:

@@ -59,6 +59,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "a3e.audit.models",
     "a3e.standards.models",
     "a3e.evidence.models",
+    "a3e.review.models",
 )
 
 

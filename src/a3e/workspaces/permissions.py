@@ -25,10 +25,12 @@ class Action(StrEnum):
     EVIDENCE_READ = "evidence.read"
     EVIDENCE_WRITE = "evidence.write"
     CATALOGS_MANAGE = "catalogs.manage"  # choose the catalogs the workspace is reviewed against, import custom ones
+    STANDARDS_STATUS = "standards.status"  # move a standard's work along (not started → in review)
+    STANDARDS_JUDGE = "standards.judge"  # judge compliance, and approve (or reopen) a standard's work
 
 
 _VIEWER = {Action.WORKSPACE_READ, Action.MEMBERS_READ, Action.EVIDENCE_READ}
-_EDITOR = _VIEWER | {Action.EVIDENCE_WRITE}
+_EDITOR = _VIEWER | {Action.EVIDENCE_WRITE, Action.STANDARDS_STATUS}
 _ADMIN = _EDITOR | {
     Action.WORKSPACE_UPDATE,
     Action.MEMBERS_MANAGE,
@@ -36,6 +38,7 @@ _ADMIN = _EDITOR | {
     Action.API_KEYS_MANAGE,
     Action.AUDIT_READ,
     Action.CATALOGS_MANAGE,
+    Action.STANDARDS_JUDGE,
 }
 _OWNER = _ADMIN | {Action.WORKSPACE_DELETE, Action.OWNERS_MANAGE}
 
