@@ -50,10 +50,11 @@ def core_routers() -> list:
     from a3e.evidence.api import router as evidence
     from a3e.evidence.search_api import router as search
     from a3e.review.api import router as review
+    from a3e.review.links_api import router as review_links
     from a3e.standards.api import routers as standards
     from a3e.workspaces.api import router as workspaces
 
-    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review]
+    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review, review_links]
 
 
 def builtin_features() -> list[Feature]:

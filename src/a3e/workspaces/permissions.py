@@ -27,10 +27,11 @@ class Action(StrEnum):
     CATALOGS_MANAGE = "catalogs.manage"  # choose the catalogs the workspace is reviewed against, import custom ones
     STANDARDS_STATUS = "standards.status"  # move a standard's work along (not started → in review)
     STANDARDS_JUDGE = "standards.judge"  # judge compliance, and approve (or reopen) a standard's work
+    LINKS_REVIEW = "links.review"  # accept or reject suggestions, link evidence to standards by hand
 
 
 _VIEWER = {Action.WORKSPACE_READ, Action.MEMBERS_READ, Action.EVIDENCE_READ}
-_EDITOR = _VIEWER | {Action.EVIDENCE_WRITE, Action.STANDARDS_STATUS}
+_EDITOR = _VIEWER | {Action.EVIDENCE_WRITE, Action.STANDARDS_STATUS, Action.LINKS_REVIEW}
 _ADMIN = _EDITOR | {
     Action.WORKSPACE_UPDATE,
     Action.MEMBERS_MANAGE,
