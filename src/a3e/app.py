@@ -51,10 +51,11 @@ def core_routers() -> list:
     from a3e.evidence.search_api import router as search
     from a3e.review.api import router as review
     from a3e.review.links_api import router as review_links
+    from a3e.review.matrix_api import router as review_matrix
     from a3e.standards.api import routers as standards
     from a3e.workspaces.api import router as workspaces
 
-    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review, review_links]
+    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review, review_links, review_matrix]
 
 
 def builtin_features() -> list[Feature]:

@@ -29,22 +29,30 @@ from a3e.workspaces.scoping import WorkspaceAccess
 class CatalogStandards:
     view: CatalogView
     titles: dict[str, str]  # code → title, in catalog order
+    parents: dict[str, str | None]  # code → its parent's code
 
     @property
     def catalog_id(self) -> uuid.UUID:
         return self.view.selection.id
 
+    def section_of(self, code: str) -> str:
+        """The top-level standard `code` falls under (itself, for a top-level one)."""
+        seen = 0
+        while (parent := self.parents.get(code)) is not None and seen < 64:
+            code, seen = parent, seen + 1
+        return code
+
 
 def catalog_standards(session: Session, view: CatalogView) -> CatalogStandards:
     if view.custom is not None:
         rows = session.execute(
-            select(CustomStandard.code, CustomStandard.title)
+            select(CustomStandard.code, CustomStandard.title, CustomStandard.parent_code)
             .where(CustomStandard.catalog_id == view.custom.id)
             .order_by(CustomStandard.position)
-        )
-        return CatalogStandards(view, {code: title for code, title in rows})
+        ).all()
+        return CatalogStandards(view, {code: title for code, title, _ in rows}, {code: parent for code, _, parent in rows})
     nodes = view.edition.nodes if view.edition is not None else []
-    return CatalogStandards(view, {node.code: node.title for node in nodes})
+    return CatalogStandards(view, {node.code: node.title for node in nodes}, {node.code: node.parent for node in nodes})
 
 
 def _selections(session: Session, access: WorkspaceAccess) -> list[uuid.UUID]:
