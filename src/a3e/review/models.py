@@ -146,3 +146,29 @@ class EvidenceLink(UUIDPrimaryKey, Base):
     note: Mapped[str | None] = mapped_column(Text())
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class MappingRun(Base):
+    """One revision mapped against one of the workspace's catalogs: the workspace's mapping
+    progress is how many of its current revisions have a finished run for each catalog."""
+
+    __tablename__ = "mapping_runs"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="status"),
+        Index("ix_mapping_runs_workspace_id_status", "workspace_id", "status"),
+    )
+
+    revision_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("document_revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    selection_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("catalog_selections.id", ondelete="CASCADE"), primary_key=True
+    )
+    workspace_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid(), ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    engine: Mapped[str] = mapped_column(String(32), nullable=False)
+    suggestions: Mapped[int] = mapped_column(Integer(), nullable=False, default=0)
+    detail: Mapped[str | None] = mapped_column(Text())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
