@@ -20,7 +20,8 @@ class UsageError(Exception):
     pass
 
 
-def run_map(args: Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run_map(args: Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         return _run(args, out)
     except UsageError as exc:
