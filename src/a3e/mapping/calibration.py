@@ -46,7 +46,7 @@ class Calibration:
 
 
 # Fitted by `python bench/bench_mapping.py --refit` on both crosswalk sets with the default EngineConfig.
-DEFAULT_CALIBRATION = Calibration(intercept=-4.0, relative=2.5, z=0.3, log_rank=-0.3)
+DEFAULT_CALIBRATION = Calibration(intercept=-3.3275, relative=0.9774, z=0.4638, log_rank=0.0)
 
 
 def match_features(scores: np.ndarray, top_scores: np.ndarray) -> np.ndarray:

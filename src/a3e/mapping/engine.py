@@ -52,19 +52,22 @@ class EngineConfig:
     """The model's parameters. The defaults were chosen once for both crosswalk sets of the
     benchmark (see bench/bench_mapping.py), never per set or per query."""
 
-    k1: float = 1.2
+    k1: float = 1.5
     b: float = 0.75
     # Field weights: how many times a field's words count in a standard's term frequencies.
-    title_weight: float = 2.0
+    title_weight: float = 3.0
     text_weight: float = 1.0
-    evidence_weight: float = 0.5
-    section_weight: float = 0.5  # the standard's section path and ancestors' titles
+    evidence_weight: float = 0.5  # not measurable on the crosswalks (they have none): a prior
+    # The standard's section path and ancestors' titles. 0: on the crosswalks, indexing them only
+    # added noise (every standard of a section shares its words); the query's headings do help.
+    section_weight: float = 0.0
     # Query side: a passage's headings count this much per word relative to its own text.
-    context_weight: float = 0.5
+    context_weight: float = 1.0
     # Word pairs ("risk assess"), as a share of a single word's weight; 0 turns them off.
-    bigram_weight: float = 0.5
+    bigram_weight: float = 0.15
     # Query term frequency saturation (BM25's k3); None counts every repetition.
-    query_k3: float | None = 1.5
+    query_k3: float | None = None
+    stemming: bool = True
     # Pseudo-relevance feedback: add the `prf_terms` strongest terms of the `prf_docs` best
     # standards to the query, with `prf_weight` of the query's own weight. 0 docs turns it off.
     prf_docs: int = 0
@@ -187,7 +190,7 @@ def _document_terms(standard: Standard, config: EngineConfig) -> dict[str, float
     )
     for value, weight in fields:
         if value and weight > 0:
-            for term in terms(value, bigrams=bigrams):
+            for term in terms(value, bigrams, config.stemming):
                 frequencies[term] += weight
     return dict(frequencies)
 
@@ -197,7 +200,7 @@ def _query_weights(text: str, context: str | None, config: EngineConfig) -> Mapp
     counts: Counter[str] = Counter()
     for value, weight in ((text, 1.0), (context, config.context_weight)):
         if value and weight > 0:
-            for term in terms(value, bigrams=bigrams):
+            for term in terms(value, bigrams, config.stemming):
                 counts[term] += weight * (config.bigram_weight if " " in term else 1.0)
     k3 = config.query_k3
     if k3 is None:

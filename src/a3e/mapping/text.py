@@ -7,6 +7,7 @@ assess", "busi continu"), which keep a phrase's meaning that its words alone los
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import unicodedata
@@ -52,14 +53,17 @@ def words(text: str) -> list[str]:
     return [re.sub(r"['’].*$", "", word) for word in _WORD.findall(folded)]
 
 
-def terms(text: str, *, bigrams: bool = False) -> list[str]:
+# Cached: the headings above a document's passages repeat from passage to passage, and the same
+# standards are indexed again under another configuration.
+@functools.lru_cache(maxsize=8192)
+def terms(text: str, bigrams: bool = False, stem: bool = True) -> tuple[str, ...]:
     """Index terms of `text`, in order: stemmed non-stopwords that are not bare numbers, and with
     `bigrams` also "a b" for each adjacent pair of them."""
     kept = [w for w in words(text) if w not in STOPWORDS and len(w) > 1 and not w.isdigit()]
-    stems = _stem_words(kept)
+    stems = _stem_words(kept) if stem else kept
     if not bigrams or len(stems) < 2:
-        return stems
-    return stems + [f"{a} {b}" for a, b in zip(stems, stems[1:])]
+        return tuple(stems)
+    return (*stems, *(f"{a} {b}" for a, b in zip(stems, stems[1:])))
 
 
 def join_nonempty(parts: Iterable[str | None], sep: str = " ") -> str:
