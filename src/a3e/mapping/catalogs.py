@@ -9,6 +9,7 @@ one engine.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from a3e.mapping.engine import DEFAULT_CONFIG, EngineConfig, MappingEngine, Standard
 
@@ -60,10 +61,14 @@ def builtin_title(framework: str, code: str, edition: str | None = None) -> str:
     return _edition(framework, edition).by_code[code].title
 
 
-@functools.lru_cache(maxsize=16)
-def builtin_engine(frameworks: tuple[str, ...], config: EngineConfig = DEFAULT_CONFIG) -> MappingEngine:
+def builtin_engine(frameworks: Sequence[str], config: EngineConfig = DEFAULT_CONFIG) -> MappingEngine:
     """One engine over the default editions of `frameworks` (ids qualified when more than one),
     built on first use and kept: the catalogs ship with the package and never change at run time."""
+    return _builtin_engine(tuple(code.strip().upper() for code in frameworks), config)
+
+
+@functools.lru_cache(maxsize=16)
+def _builtin_engine(frameworks: tuple[str, ...], config: EngineConfig) -> MappingEngine:
     qualify = len(frameworks) > 1
     standards = [s for code in frameworks for s in builtin_standards(code, qualify=qualify)]
     return MappingEngine.build(standards, config)
