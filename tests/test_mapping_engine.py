@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from a3e.mapping.catalogs import UnknownFramework, builtin_engine, builtin_stand
 from a3e.mapping.engine import EngineConfig, Match, MappingEngine, Standard
 from a3e.mapping.evaluate import metrics
 from a3e.mapping.text import terms
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CATALOG = [
     Standard("GOV", "Board governance", "The governing board oversees the president and approves institutional policy."),
@@ -97,6 +100,19 @@ def test_deterministic_and_ties_broken_by_id():
     assert len({m.score for m in first}) == 1
 
 
+def test_same_output_in_another_process_with_another_hash_seed():
+    probe = (
+        "from tests.test_mapping_engine import CATALOG; from a3e.mapping.engine import MappingEngine; "
+        "print(MappingEngine.build(CATALOG).rank('board policy, the budget, library and faculty degrees'))"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                       env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1 and "Match(" in outputs.pop()
+
+
 def test_rank_many_equals_rank(engine):
     texts = ["budget and reserves", "board policy", "", "library"]
     contexts = [None, "Governance", None, "Services"]
@@ -149,6 +165,14 @@ def test_suggest_drops_everything_below_the_threshold(engine):
     assert suggested == [m for m in ranked if m.confidence >= threshold]
     assert engine.suggest(text, threshold=1.01) == []
     assert len(engine.suggest(text, threshold=0.0, limit=2)) == 2
+
+
+def test_suggest_many_equals_suggest(engine):
+    texts = ["board policy and the budget; library; faculty", "audited financial statements", ""]
+    for threshold in (0.0, 0.3, 0.6):
+        assert engine.suggest_many(texts, threshold=threshold, limit=3) == [
+            engine.suggest(t, threshold=threshold, limit=3) for t in texts
+        ]
 
 
 def test_the_old_floor_is_gone_weak_candidates_get_low_confidence():
@@ -345,6 +369,14 @@ def test_a3e_map_usage_errors_exit_64(tmp_path, capsys, arguments, message):
     argv = ["map", *(a.format(**{k: str(v) for k, v in paths.items()}) for a in arguments)]
     assert main(argv) == 64
     assert message in capsys.readouterr().err
+
+
+def test_a3e_map_is_a_real_command(tmp_path):
+    """The installed entry point: exit status 64 and the message on stderr for a missing file."""
+    result = subprocess.run([sys.executable, "-m", "a3e", "map", "--catalog", str(tmp_path / "none.json"), "--text", "x"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 64
+    assert "cannot read the catalog" in result.stderr and result.stdout == ""
 
 
 @pytest.mark.parametrize("arguments", [["--text", "x"], ["--framework", "hlc"], ["--framework", "hlc", "--catalog", "c", "--text", "x"]])

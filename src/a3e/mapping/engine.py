@@ -136,6 +136,20 @@ class MappingEngine:
         """The matches worth showing a person: confidence at least `threshold`, at most `limit`."""
         return [m for m in self.rank(text, context=context, top=limit) if m.confidence >= threshold]
 
+    def suggest_many(
+        self,
+        texts: Sequence[str],
+        contexts: Sequence[str | None] | None = None,
+        *,
+        threshold: float = 0.5,
+        limit: int = 5,
+    ) -> list[list[Match]]:
+        """`suggest` for many passages at once (a whole document)."""
+        return [
+            [m for m in ranked if m.confidence >= threshold]
+            for ranked in self.rank_many(texts, contexts, top=limit)
+        ]
+
     def _order(self, row: np.ndarray, top: int) -> np.ndarray:
         positive = np.flatnonzero(row > 0)
         if positive.size == 0:
