@@ -1,7 +1,7 @@
 """The mapping engine, measured: quality on the crosswalk sets (shipped defaults, ablations and
 cross-validated parameter choice), calibration of the confidence, and speed. Writes bench/MAPPING.md.
 
-    .venv/bin/python bench/bench_mapping.py              # everything (about 2 minutes on 2 cores)
+    .venv/bin/python bench/bench_mapping.py              # everything (about a minute on 2 cores)
     .venv/bin/python bench/bench_mapping.py --quick      # a smaller grid for the cross-validation
     .venv/bin/python bench/bench_mapping.py --refit      # also print calibration constants to paste
                                                           # into src/a3e/mapping/calibration.py
