@@ -1,4 +1,4 @@
-"""The `a3e` command: serve, worker, migrate, doctor, probe, standards, version.
+"""The `a3e` command: serve, worker, migrate, doctor, probe, standards, map, version.
 
 Heavy modules are imported inside each command, so `a3e --help` and a configuration error are
 answered at once.
@@ -206,6 +206,12 @@ def cmd_standards_validate(args: argparse.Namespace) -> int:
     return validate_files(args.files, fmt=args.format, as_json=args.json)
 
 
+def cmd_map(args: argparse.Namespace) -> int:
+    from a3e.mapping.cli import run_map
+
+    return run_map(args)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     from a3e import __version__
 
@@ -273,6 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=("csv", "json", "yaml"), help="default: from the extension or content")
     validate.add_argument("--json", action="store_true", help="machine-readable output")
     validate.set_defaults(handler=cmd_standards_validate)
+
+    mapping = commands.add_parser(
+        "map",
+        help="rank standards for passages: evaluate on labelled queries, or show the top standards for a text",
+        epilog="exit status: 0 done, 64 invalid input (missing file, bad JSON line, unknown framework)",
+    )
+    mapping_catalog = mapping.add_mutually_exclusive_group(required=True)
+    mapping_catalog.add_argument("--catalog", metavar="CATALOG.json", help="a catalog: JSON list of {id, title, text, section}")
+    mapping_catalog.add_argument("--framework", help="a built-in catalog: sacscoc, hlc, msche, neche, nwccu, wscuc")
+    mapping.add_argument("--edition", help="with --framework: the edition (default: the current one)")
+    mapping_input = mapping.add_mutually_exclusive_group(required=True)
+    mapping_input.add_argument("--queries", metavar="QUERIES.jsonl", help="one JSON object a line: {qid, text, section?, relevant?}")
+    mapping_input.add_argument("--text", help="one passage: print its top standards with their confidence")
+    mapping.add_argument("--headings", help="with --text: the passage's surrounding headings (context)")
+    mapping.add_argument("--no-context", action="store_true", help="with --queries: ignore each query's section")
+    mapping.add_argument("--top", type=int, default=10, help="standards per query in the output (default 10)")
+    mapping.add_argument("--output", metavar="RANKINGS.jsonl", help="write {qid, ranked, scores} per query here")
+    mapping.add_argument("--json", action="store_true", help="print the figures as JSON")
+    mapping.set_defaults(handler=cmd_map)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(handler=cmd_version)
