@@ -114,6 +114,8 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         revision.page_count = extracted.page_count
         revision.passage_count = len(rows)
         revision.character_count = len(extracted.text)
+    if context.runtime is not None and rows:
+        context.runtime.enqueue("mapping.map_revision", revision_id)  # against every selected catalog
     return RevisionStatus.READY.value
 
 

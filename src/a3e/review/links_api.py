@@ -73,3 +73,10 @@ def remove_link(
 ) -> Response:
     service.remove_link(session, access, link_id, request=request)
     return Response(status_code=204)
+
+
+@router.get("/mapping", summary="Mapping progress: processed documents × selected catalogs, runs done, pending suggestions")
+def mapping_progress(session: SessionDep, access: Reader) -> dict:
+    from a3e.review.mapping import progress
+
+    return progress(session, access.workspace_id)

@@ -262,6 +262,7 @@ def select_builtin(
         details={"kind": "builtin", "accreditor": accreditor.code, "edition": edition.edition},
     )
     session.flush()
+    _map_after_commit(session, request, selection)
     return CatalogView(selection, None, edition), True
 
 
@@ -368,7 +369,15 @@ def import_custom(
         },
     )
     session.flush()
+    _map_after_commit(session, request, selection)
     return CatalogView(selection, custom, None)
+
+
+def _map_after_commit(session: Session, request: Request | None, selection: CatalogSelection) -> None:
+    """A newly selected catalog: the workspace's documents are mapped against it in the background."""
+    jobs = getattr(request.app.state, "jobs", None) if request is not None else None
+    if jobs is not None:
+        jobs.enqueue_after_commit(session, "mapping.map_selection", str(selection.id))
 
 
 def _parents_first(parsed: ParsedCatalog) -> list[Any]:
