@@ -5,7 +5,10 @@ written here as the mapping job writes them.)"""
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+
+from sqlalchemy import delete
 
 from a3e.review.models import Suggestion
 from tests.documents import make_pdf
@@ -19,10 +22,25 @@ def base(workspace) -> str:
 
 
 def processed_document(api, person, workspace, tmp_path, pages: list[str]) -> tuple[dict, list[dict]]:
+    """A processed document whose suggestions are only those the test writes: once the engine has
+    mapped it (in the background), the engine's own are removed."""
     pdf = make_pdf(tmp_path / f"doc-{uuid.uuid4().hex[:6]}.pdf", pages)
     document = upload(api, person, workspace, pdf).json()
     wait_processed(api, person, workspace, document["id"])
+    without_engine_suggestions(api, person, workspace, document)
     return document, passages(api, person, workspace, document["id"])["items"]
+
+
+def without_engine_suggestions(api, person, workspace, document: dict) -> None:
+    """Wait for the background mapping of the workspace, then remove what the engine suggested
+    for `document`: the test's suggestions are then the only ones."""
+    deadline = time.monotonic() + 30
+    while not api.get(f"{base(workspace)}/mapping", headers=person.headers).json()["complete"]:
+        assert time.monotonic() < deadline, "mapping did not finish"
+        time.sleep(0.1)
+    with api.app.state.database.session() as session:
+        session.execute(delete(Suggestion).where(Suggestion.document_id == uuid.UUID(document["id"])))
+        session.commit()
 
 
 def suggest(api, workspace, catalog, code: str, passage: dict, document: dict, confidence: float) -> int:

@@ -10,7 +10,7 @@ from datetime import date
 from openpyxl import load_workbook
 
 from tests.test_evidence import upload, wait_processed
-from tests.test_review_links import base, processed_document, suggest
+from tests.test_review_links import base, processed_document, suggest, without_engine_suggestions
 from tests.test_standard_statuses import select_catalog, status_url
 
 AS_OF = "2026-11-01"
@@ -27,7 +27,9 @@ def dated_document(api, person, workspace, tmp_path, name: str, **dates) -> dict
     path = tmp_path / f"{name}.txt"
     path.write_text(f"{name}: evidence for the review.")
     document = upload(api, person, workspace, path, **dates).json()
-    return wait_processed(api, person, workspace, document["id"])
+    done = wait_processed(api, person, workspace, document["id"])
+    without_engine_suggestions(api, person, workspace, done)
+    return done
 
 
 def test_traffic_lights_and_readiness_rules(api, make_person, make_workspace, tmp_path):
