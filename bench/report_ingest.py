@@ -1,0 +1,227 @@
+"""Renders the `ingest` section of bench/RESULTS.md (figures from bench/bench_ingest.py)."""
+
+from __future__ import annotations
+
+from bench_ingest import CONFIGS, TARGET_PAGES_PER_CORE_S
+from report import _pct, _status, _table
+
+MB = 1024 * 1024
+ROLE_NAMES = {"web": "web", "postgres": "PostgreSQL", "redis": "Redis"}
+
+
+def _f(value: float | None, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def _mib(value: int | None) -> str:
+    return "–" if not value else f"{value / MB:.0f}"
+
+
+def _configs(ingest: dict) -> list[tuple[str, dict]]:
+    order = list(CONFIGS)
+    return sorted(ingest.get("configs", {}).items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)
+
+
+def _pdf(entry: dict) -> dict | None:
+    return (entry.get("runs") or {}).get("pdf")
+
+
+def summary_rows(ingest: dict) -> list[list[str]]:
+    if ingest.get("error"):
+        return [["Ingestion, text-PDF pages per CPU-second (upload → passages ready)", f"not measured: {ingest['error']}",
+                 "–", "–", "–"]]
+    rows = []
+    target = f"≥ {TARGET_PAGES_PER_CORE_S:.0f} pages/s per core"
+    for key, entry in _configs(ingest):
+        short = _short_label(key, entry)
+        run = _pdf(entry)
+        if entry.get("error") or not run:
+            rows.append([f"Ingestion, {short}", f"not measured: {entry.get('error', 'no PDF run')}", target, "–", "–"])
+            continue
+        rows.append([f"Ingestion of {run['pages']:,} text-PDF pages, {short}: pages per CPU-second of all server "
+                     f"processes (pages/s wall, cores used)",
+                     f"{_f(run['pages_per_cpu_s'])} ({_f(run['pages_per_s'])} pages/s on {run['cores_used']:.2f} cores)",
+                     target, _status(run["pages_per_cpu_s"] >= TARGET_PAGES_PER_CORE_S), "–"])
+    return rows
+
+
+def _short_label(key: str, entry: dict) -> str:
+    _, database, processes, threads = CONFIGS.get(key, ("", entry.get("database"), entry.get("worker_processes"),
+                                                        entry.get("jobs_per_worker")))
+    if database == "sqlite":
+        return "SQLite, embedded jobs"
+    text = f"PostgreSQL + Redis, {processes} worker{'s' if processes != 1 else ''}"
+    return text + (f" × {threads} jobs" if threads and threads > 1 else "")
+
+
+def render_ingest(ingest: dict, machine: dict) -> list[str]:
+    out = ["## 7. Ingestion: upload to passages ready", ""]
+    if ingest.get("error"):
+        return out + [f"Not measured: {ingest['error']}", ""]
+    corpus = ingest["corpus"]
+    cpus = ingest.get("usable_cpus") or machine.get("usable_cpus")
+    out += [
+        f"Corpus, generated for the run with fixed seeds (tests/documents.py's generators, in {corpus['built_s']:.0f} s): "
+        f"**{corpus['pdf_files']} text PDFs with {corpus['pdf_pages']:,} pages** "
+        f"({corpus['pdf_bytes'] / 1e6:.1f} MB; {'/'.join(str(n) for n in corpus['pdf_sizes'])} pages per file in turn, "
+        f"about {corpus['page_sentences']} sentences of accreditation prose per page) and **{corpus['docx_files']} DOCX "
+        f"files** ({corpus['docx_bytes'] / 1e6:.1f} MB; a title, 3–8 sections with two headings and five paragraphs "
+        f"each, and a table).",
+        "",
+        f"Each configuration gets the PDFs and then the DOCX files, each into a new workspace, "
+        f"{ingest['concurrency']} uploads in flight (`POST /api/v1/workspaces/{{id}}/documents`, multipart, over "
+        f"keep-alive connections from the benchmark's threads). **Wall time** runs from just before the first upload "
+        f"is sent to the last revision's `processed_at` (the worker writes it with the passages, in one transaction); "
+        f"the list endpoint (`?status=ready`, `?status=failed`) is polled every 100 ms meanwhile. A warm-up batch, "
+        f"not measured, goes through each configuration first. **CPU** is every server-side process's user + system "
+        f"time (psutil, exited children included): the web process, the workers with their extraction "
+        f"subprocesses, PostgreSQL with its backends, Redis — not the benchmark's own uploading threads. "
+        f"**Per core** = pages / those CPU-seconds: what one core does end to end when the work keeps it busy. "
+        f"This machine has {cpus} usable cores; **peak RSS** is sampled every 50 ms and summed over each process "
+        f"tree. Every run is checked: each document ends `ready` with passages (none failed), and the PDFs' "
+        f"page counts add up to the corpus's.",
+        "",
+        "A *worker* is one `a3e worker` process (Redis queue); *jobs* is its `--workers` (jobs run at once, on "
+        "threads). Each worker extracts in its own isolated extraction subprocess, one per job running. "
+        "The web process is `a3e serve` with WEB_CONCURRENCY=1 in every configuration.",
+        "",
+    ]
+    check = ingest.get("worker_models_check")
+    if check and not check.get("ok"):
+        out += [
+            f"**`a3e worker` as shipped cannot process a document** until a periodic job happens to import the "
+            f"account and workspace models: a process that has imported only the job modules cannot resolve the "
+            f"evidence models' foreign keys (`{check['message']}`), and every `evidence.process_revision` flush fails "
+            f"with it; the documents stay unprocessed (seen here in a first version of this benchmark: no document "
+            f"ready after 120 s). The workers below therefore run with "
+            f"`{' '.join('--import ' + m for m in ingest.get('worker_imports', []))}`. Fix in src/ (suggestion 1).",
+            "",
+        ]
+
+    header = ["Configuration", "Wall", "Pages/s", "Pages per CPU-s (target ≥ "
+              f"{TARGET_PAGES_PER_CORE_S:.0f})", "MB/s", "Docs/s", "Cores used", "CPU-s: web / workers / PostgreSQL / Redis",
+              "Upload p50 / p99 (ms)", "Uploads done at", "Other processes (cores)"]
+    for kind, title in (("pdf", "Text PDFs"), ("docx", "DOCX")):
+        rows = []
+        for key, entry in _configs(ingest):
+            run = (entry.get("runs") or {}).get(kind)
+            if entry.get("error") and not run:
+                rows.append([entry.get("label", key), f"failed: {entry['error']}"] + ["–"] * (len(header) - 2))
+                continue
+            if not run:
+                continue
+            cpu = run["cpu_s"]
+            workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+            split = " / ".join(_f(v, 1) for v in (cpu.get("web"), workers if entry.get("worker_processes") else None,
+                                                   cpu.get("postgres"), cpu.get("redis")))
+            rows.append([
+                entry["label"], f"{run['wall_s']:.1f} s",
+                _f(run.get("pages_per_s")) if kind == "pdf" else "–",
+                (f"**{_f(run['pages_per_cpu_s'])}**" if kind == "pdf" else "–"),
+                _f(run["mb_per_s"], 2), _f(run["docs_per_s"], 1), f"{run['cores_used']:.2f}", split,
+                f"{_ms(run['upload_p50_s'])} / {_ms(run['upload_p99_s'])}", f"{run['uploads_s']:.1f} s",
+                _f(run.get("other_cores"), 2),
+            ])
+        if rows:
+            out += [f"**{title}**", ""] + _table(header, rows)
+
+    rows = []
+    for key, entry in _configs(ingest):
+        for kind in ("pdf", "docx"):
+            run = (entry.get("runs") or {}).get(kind)
+            if not run:
+                continue
+            roots, trees, counts = run["peak_rss_root"], run["peak_rss_tree"], run["peak_processes"]
+            workers = [k for k in trees if k.startswith("worker")]
+            web = f"{_mib(roots.get('web'))}"
+            if counts.get("web", 1) > 1:
+                web += f" (tree of {counts['web']}: {_mib(trees.get('web'))})"
+            worker_text = ", ".join(f"{_mib(trees[k])} (tree of {counts.get(k, 1)}; process {_mib(roots.get(k))})"
+                                    for k in workers) or "–"
+            rows.append([entry["label"], kind.upper(), web, worker_text, _mib(trees.get("postgres")),
+                         _mib(trees.get("redis"))])
+    if rows:
+        out += ["**Peak RSS (MiB)** — worker trees include their extraction subprocesses; PostgreSQL's figure sums "
+                "its processes, shared buffers counted in each, so it overstates.", ""]
+        out += _table(["Configuration", "Run", "web process", "each worker", "PostgreSQL", "Redis"], rows)
+
+    out += _findings(ingest, cpus)
+    profile = ingest.get("profile")
+    if profile:
+        out += _profile(profile)
+    out += _suggestions(ingest)
+    return out
+
+
+def _findings(ingest: dict, cpus: int | None) -> list[str]:
+    runs = {key: _pdf(entry) for key, entry in _configs(ingest) if _pdf(entry)}
+    if not runs:
+        return []
+    best_key = max(runs, key=lambda k: runs[k]["pages_per_cpu_s"])
+    best = runs[best_key]
+    met = [k for k, r in runs.items() if r["pages_per_cpu_s"] >= TARGET_PAGES_PER_CORE_S]
+    lines = [
+        f"**Target (≥ {TARGET_PAGES_PER_CORE_S:.0f} text-PDF pages/s per core, end to end): "
+        f"{'met' if met else 'missed'}.** Best: {_f(best['pages_per_cpu_s'])} pages per CPU-second "
+        f"({ingest['configs'][best_key]['label']}); every configuration: "
+        + ", ".join(f"{_short_label(k, ingest['configs'][k])} {_f(r['pages_per_cpu_s'])}" for k, r in runs.items())
+        + "."
+    ]
+    if cpus:
+        strict = {k: r["pages_per_s"] / cpus for k, r in runs.items()}
+        key = max(strict, key=strict.get)
+        lines.append(f"Read strictly as wall-clock pages/s divided by all {cpus} cores of the machine, idle or not: "
+                     f"{_f(strict[key])} pages/s per core at best ({_short_label(key, ingest['configs'][key])}), "
+                     f"{'also ' if strict[key] >= TARGET_PAGES_PER_CORE_S else 'which '}"
+                     f"{'meets' if strict[key] >= TARGET_PAGES_PER_CORE_S else 'misses'} the target.")
+    busy = [r.get("other_cores") or 0 for entry in ingest["configs"].values() for r in (entry.get("runs") or {}).values()]
+    if busy and max(busy) >= 0.25:
+        lines.append(f"Other work ran on this machine during some runs (up to {max(busy):.2f} cores besides these "
+                     f"servers): wall-clock figures are lower than the machine gives; CPU-second figures hold better.")
+    return [" ".join(lines), ""]
+
+
+def _profile(profile: dict) -> list[str]:
+    out = [f"### Where the CPU goes (py-spy, {profile.get('config')}, the PDFs once more, not a measured run)", ""]
+    if profile.get("error"):
+        return out + [f"Not profiled: {profile['error']}", ""]
+    run = profile.get("run") or {}
+    if run:
+        out += [f"With py-spy attached ({profile['rate']} samples/s, non-blocking): {_f(run.get('pages_per_s'))} pages/s, "
+                f"{_f(run.get('pages_per_cpu_s'))} pages per CPU-second. Shares of the samples of each profiled tree, "
+                f"by the innermost frame that belongs to a layer:", ""]
+    for name, title in (("worker", "`a3e worker` and its extraction subprocesses"), ("web", "`a3e serve` (uploads)")):
+        data = profile.get(name)
+        if not data:
+            continue
+        if data.get("error") or not data.get("samples"):
+            out += [f"{title}: {data.get('error', 'no samples')}", ""]
+            continue
+        processes = ", ".join(f"{label} {_pct(share)}" for label, share in data.get("processes", []))
+        out += [f"**{title}** — {data['samples']:,} samples ({processes})", ""]
+        out += _table(["Layer", "Share"], [[label, _pct(share)] for label, share in data["layers"]])
+        out += ["Top frames (self): " + "; ".join(f"`{frame}` {_pct(share)}" for frame, share in data["top_self"][:8]),
+                ""]
+    return out
+
+
+def _suggestions(ingest: dict) -> list[str]:
+    items = []
+    check = ingest.get("worker_models_check")
+    if check and not check.get("ok"):
+        items.append(
+            "**Import every model in `a3e worker`** (e.g. `a3e.jobs.registry.load_job_modules`, or "
+            "`a3e/evidence/jobs.py`, imports `a3e.auth.models` and `a3e.workspaces.models` — better, one "
+            "`a3e.models` module that imports all of them, used by the app, the worker and Alembic's env). Without "
+            "it a worker cannot flush a revision until a periodic job (`resume_stalled`, every 5 minutes) happens "
+            "to import `a3e.evidence.service`. A test: run `evidence.process_revision` in a fresh interpreter that "
+            "imported only `JOB_MODULES`.")
+    if not items:
+        return []
+    out = ["### Suggestions for src/ (not made here)", ""]
+    out += [f"{index}. {item}" for index, item in enumerate(items, 1)]
+    return out + [""]
