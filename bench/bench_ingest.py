@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,9 @@ PDF_PAGES = 1000
 DOCX_FILES = 200
 # Pages per PDF, cycled: 100 files, 1,000 pages, from a two-page memo to a twenty-page report.
 PDF_SIZES = (2, 5, 10, 20, 13)
+# Besides the corpus: one-page PDFs (a fifth as many as the corpus's pages), the case where a
+# document's fixed cost weighs most per page.
+SINGLE_PAGE_NUMBERS = 10_000
 PAGE_SENTENCES = 22  # about 2,700 characters: a page of 10-point prose
 UPLOAD_TIMEOUT_S = 60.0
 SAMPLE_INTERVAL_S = 0.05
@@ -102,6 +106,7 @@ class CorpusFile:
 class Corpus:
     pdfs: list[CorpusFile]
     docxs: list[CorpusFile]
+    single_pages: list[CorpusFile]
     built_s: float
 
     @property
@@ -112,6 +117,8 @@ class Corpus:
         return {"pdf_files": len(self.pdfs), "pdf_pages": self.pdf_pages,
                 "pdf_bytes": sum(len(f.data) for f in self.pdfs), "docx_files": len(self.docxs),
                 "docx_bytes": sum(len(f.data) for f in self.docxs), "built_s": self.built_s,
+                "single_page_pdfs": len(self.single_pages),
+                "single_page_bytes": sum(len(f.data) for f in self.single_pages),
                 "pdf_sizes": list(PDF_SIZES), "page_sentences": PAGE_SENTENCES}
 
 
@@ -159,12 +166,17 @@ def build_corpus(directory: Path, pdf_pages: int, docx_files: int) -> Corpus:
     with ProcessPoolExecutor(max_workers=max(1, cpu_count()), initializer=_generator_init) as pool:
         pdf_jobs = [pool.submit(_make_pdf, str(directory), n, pages) for n, pages in enumerate(counts)]
         docx_jobs = [pool.submit(_make_docx, str(directory), n) for n in range(docx_files)]
+        # Numbered apart from the others: different content, so never a duplicate of them.
+        single_jobs = [pool.submit(_make_pdf, str(directory), SINGLE_PAGE_NUMBERS + n, 1)
+                       for n in range(pdf_pages // 5)]
         pdf_paths = [Path(job.result()) for job in pdf_jobs]
         docx_paths = [Path(job.result()) for job in docx_jobs]
+        single_paths = [Path(job.result()) for job in single_jobs]
     pdfs = [CorpusFile(p.name, p.read_bytes(), "application/pdf", pages) for p, pages in zip(pdf_paths, counts)]
     docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     docxs = [CorpusFile(p.name, p.read_bytes(), docx_type) for p in docx_paths]
-    return Corpus(pdfs, docxs, time.perf_counter() - started)
+    singles = [CorpusFile(p.name, p.read_bytes(), "application/pdf", 1) for p in single_paths]
+    return Corpus(pdfs, docxs, singles, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,9 +428,13 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, workspace_id: str, roles: list[Role],
-                concurrency: int, timeout_s: float) -> dict:
+                concurrency: int, timeout_s: float, count: Callable[[str], int] | None = None) -> dict:
     """Upload `files` into the workspace with `concurrency` in flight, wait until every one is
-    ready, check them, and return the figures."""
+    ready, check them, and return the figures. `count(status)` counts the workspace's documents in
+    a state (default: the list endpoint)."""
+    if count is None:
+        def count(status: str) -> int:
+            return count_documents(port, token, workspace_id, status)
     cpu_before = {role.key: tree_cpu(role.process.pid) for role in roles}
     machine_before = psutil.cpu_times()
     sampler = PeakSampler(roles)
@@ -441,11 +457,11 @@ def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, wo
             raise RuntimeError(f"{len(rejected)} uploads were not accepted as new documents; first: {rejected[0]}")
         deadline = time.perf_counter() + timeout_s
         while True:
-            ready = count_documents(port, token, workspace_id, "ready")
+            ready = count("ready")
             if ready >= len(files):
                 ready_seen_at = time.perf_counter() - started
                 break
-            failed = count_documents(port, token, workspace_id, "failed")
+            failed = count("failed")
             if failed:
                 raise RuntimeError(f"{failed} documents failed processing (of {len(files)})")
             if time.perf_counter() > deadline:
@@ -639,6 +655,7 @@ class Stack:
     token: str
     password: str
     db_role: Role | None = None
+    cluster: Cluster | None = None
     redis_role: Role | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
 
@@ -684,13 +701,14 @@ def _measure_config(key: str, stack: Stack, corpus: Corpus, concurrency: int, ti
     entry: dict = {"label": label, "database": stack.database, "worker_processes": processes,
                    "jobs_per_worker": threads, "runs": {}}
     _warm_up(stack, corpus, max(1, processes) * threads)
-    for kind, files in (("pdf", corpus.pdfs), ("docx", corpus.docxs)):
+    for run_key, kind, files in (("pdf", "pdf", corpus.pdfs), ("docx", "docx", corpus.docxs),
+                                 ("pdf_single_page", "pdf", corpus.single_pages)):
         entry["quiet_waited_s"] = entry.get("quiet_waited_s", 0.0) + wait_quiet(15)
-        workspace = new_workspace(stack.port, stack.token, f"Ingest {key} {kind}")
+        workspace = new_workspace(stack.port, stack.token, f"Ingest {key} {run_key}")
         run = ingest_once(files, kind, port=stack.port, token=stack.token, workspace_id=workspace,
                           roles=_roles(stack), concurrency=concurrency, timeout_s=timeout_s)
-        entry["runs"][kind] = run
-        log(f"{key} {kind}: {_fmt(run)}")
+        entry["runs"][run_key] = run
+        log(f"{key} {run_key}: {_fmt(run)}")
     return entry
 
 
@@ -722,14 +740,188 @@ def _profile_pdf(stack: Stack, corpus: Corpus, concurrency: int, timeout_s: floa
     time.sleep(1.0)  # py-spy attaches
     workspace = new_workspace(stack.port, stack.token, "Ingest profile")
     result: dict = {"rate": rate}
+    statements = StatementLog(stack.cluster) if stack.cluster is not None else None
     try:
+        if statements is not None:
+            statements.start()
         run = ingest_once(corpus.pdfs, "pdf", port=stack.port, token=stack.token, workspace_id=workspace,
-                          roles=_roles(stack), concurrency=concurrency, timeout_s=timeout_s)
+                          roles=_roles(stack), concurrency=concurrency, timeout_s=timeout_s,
+                          count=statements.counter(workspace) if statements is not None else None)
         result["run"] = {k: run[k] for k in ("wall_s", "pages_per_s", "pages_per_cpu_s", "cpu_s", "server_cpu_s")}
+        if statements is not None:
+            # The log stops before ingest_once's closing check through the API: only the ingestion is in it.
+            result["statements"] = statements.finish(len(corpus.pdfs), {"web": stack.web.pid,
+                                                                         "worker": worker.pid})
+            try:
+                result["passage_insert_whatif"] = passage_insert_whatif(stack.cluster, workspace)
+            except Exception as exc:  # the profile stands without it
+                result["passage_insert_whatif"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:300]}"}
     finally:
+        if statements is not None:
+            statements.close()
         for name, (spy, out) in spies.items():
             result[name] = finish_profile(spy, out)
     return result
+
+
+def passage_insert_whatif(cluster: Cluster, workspace_id: str, repeats: int = 40) -> dict:
+    """What-if: a revision's passages written as process_revision writes them — `session.execute(
+    insert(Passage), rows)`, which psycopg sends as one INSERT per row — against one multi-row
+    `INSERT … VALUES (…), (…), …` (`insert(Passage).values(rows)`). Same rows (as many as an average
+    document of the run has), same ORM session, each in a transaction rolled back; interleaved.
+    CPU of this process and of its PostgreSQL backend, per document."""
+    import uuid as uuid_module
+
+    from sqlalchemy import create_engine, func, insert, select, text
+    from sqlalchemy.orm import Session
+
+    import a3e.auth.models  # noqa: F401 - the foreign keys' tables
+    import a3e.workspaces.models  # noqa: F401
+    from a3e.evidence.models import Passage, Revision
+
+    engine = create_engine(f"postgresql+psycopg://{cluster.user}@{HOST}:{cluster.port}/{cluster.database}",
+                           pool_size=1, max_overflow=0)
+    try:
+        with Session(engine) as session:
+            revision = session.scalars(select(Revision).where(
+                Revision.workspace_id == uuid_module.UUID(workspace_id))).first()
+            count = session.scalar(select(func.count()).select_from(Passage).where(
+                Passage.workspace_id == uuid_module.UUID(workspace_id)))
+            documents = session.scalar(select(func.count()).select_from(Revision).where(
+                Revision.workspace_id == uuid_module.UUID(workspace_id)))
+            sample = session.scalars(select(Passage).where(Passage.revision_id == revision.id)
+                                     .order_by(Passage.ordinal)).all()
+        per_document = max(1, round(count / max(1, documents)))
+        rows = [{"revision_id": revision.id, "document_id": revision.document_id, "workspace_id": revision.workspace_id,
+                 "ordinal": 1_000_000 + index, "text": sample[index % len(sample)].text, "page": 1,
+                 "char_start": 0, "char_end": len(sample[index % len(sample)].text), "heading": None, "location": None}
+                for index in range(per_document)]
+        variants = {"as src does: insert(Passage), rows (one INSERT per row)": lambda s: s.execute(insert(Passage), rows),
+                    "one multi-row INSERT: insert(Passage).values(rows)": lambda s: s.execute(insert(Passage).values(rows))}
+        figures: dict[str, dict[str, list[float]]] = {name: {"client": [], "server": [], "wall": []} for name in variants}
+        with Session(engine) as session:
+            backend = psutil.Process(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+            session.rollback()
+            for round_index in range(repeats + 2):  # the first two rounds warm up
+                for name, write in variants.items():
+                    server_before = sum(backend.cpu_times()[:2])
+                    client_before, wall_before = time.process_time(), time.perf_counter()
+                    write(session)
+                    session.flush()
+                    wall = time.perf_counter() - wall_before
+                    client = time.process_time() - client_before
+                    session.rollback()
+                    server = sum(backend.cpu_times()[:2]) - server_before
+                    if round_index >= 2:
+                        figures[name]["client"].append(client)
+                        figures[name]["server"].append(server)
+                        figures[name]["wall"].append(wall)
+    finally:
+        engine.dispose()
+    # psutil's CPU times tick in 10 ms: means over the rounds, not medians.
+    return {"passages": per_document, "repeats": repeats,
+            "variants": {name: {key: sum(values) / len(values) for key, values in data.items()}
+                         for name, data in figures.items()}}
+
+
+class StatementLog:
+    """PostgreSQL's statement log (log_statement = 'all') for the length of one run, counted per
+    client process (each backend's client port, found among the web's and the worker's sockets) and
+    per kind of statement. The run's own polling goes straight to the database, on a connection of
+    its own, so that it is not counted."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        import psycopg
+
+        self.cluster = cluster
+        self.log_path = cluster.base / "server.log"
+        self.connection = psycopg.connect(cluster.conninfo(), autocommit=True, application_name="bench")
+        self.offset = 0
+
+    def _set(self, statement: str, prefix: str) -> None:
+        self.connection.execute(f"ALTER SYSTEM SET log_statement = '{statement}'")
+        self.connection.execute(f"ALTER SYSTEM SET log_line_prefix = '{prefix}'")
+        self.connection.execute("SELECT pg_reload_conf()")
+        time.sleep(0.3)  # every backend takes the new setting at its next command
+
+    def start(self) -> None:
+        self._set("all", "[%p] ")
+        self.offset = self.log_path.stat().st_size
+
+    def counter(self, workspace_id: str) -> Callable[[str], int]:
+        def count(status: str) -> int:
+            row = self.connection.execute(
+                "SELECT count(*) FROM documents d JOIN document_revisions r ON r.id = d.current_revision_id "
+                "WHERE d.workspace_id = %s AND r.status = %s", (workspace_id, status)).fetchone()
+            return int(row[0])
+
+        return count
+
+    def _backends(self, clients: dict[str, int]) -> dict[int, str]:
+        """PostgreSQL backend pid → the name of the client process tree holding its connection."""
+        ports: dict[int, str] = {}
+        for name, pid in clients.items():
+            for process in _tree(pid):
+                try:
+                    for conn in process.net_connections(kind="tcp"):
+                        if conn.raddr and conn.raddr.port == self.cluster.port:
+                            ports[conn.laddr.port] = name
+                except psutil.Error:
+                    pass
+        rows = self.connection.execute(
+            "SELECT pid, client_port FROM pg_stat_activity WHERE client_port IS NOT NULL").fetchall()
+        return {pid: ports[port] for pid, port in rows if port in ports}
+
+    def finish(self, documents: int, clients: dict[str, int]) -> dict:
+        backends = self._backends(clients)  # before the pools let any connection go
+        self._set("none", "%m [%p] ")
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self.offset)
+            text = handle.read().decode(errors="replace")
+        # One entry per log message: a statement's further lines follow its first without a prefix.
+        messages: list[list[str]] = []
+        for line in text.splitlines():
+            head = line[1:line.index("]")] if line.startswith("[") and "]" in line else ""
+            if head.isdigit():
+                messages.append([head, line])
+            elif messages:
+                messages[-1][1] += " " + line.strip()
+        per_app: dict[str, Counter[str]] = {}
+        for head, line in messages:
+            if int(head) == self.connection.info.backend_pid or " LOG:  " not in line:
+                continue
+            if "statement: " not in line and " execute " not in line:
+                continue
+            app = backends.get(int(head), "connections closed during the run")
+            sql = line.split("statement: ", 1)[1] if "statement: " in line else line.split(": ", 2)[-1]
+            per_app.setdefault(app, Counter())[_statement_kind(sql)] += 1
+        return {"documents": documents,
+                "per_document": {app: sum(kinds.values()) / documents for app, kinds in per_app.items()},
+                "kinds": {app: [(kind, n / documents) for kind, n in kinds.most_common(14)]
+                          for app, kinds in per_app.items()}}
+
+    def close(self) -> None:
+        try:
+            self._set("none", "%m [%p] ")
+        except Exception:  # noqa: BLE001 - the cluster may be gone already
+            pass
+        self.connection.close()
+
+
+def _statement_kind(sql: str) -> str:
+    """'SELECT users', 'INSERT passages', 'BEGIN' … from a logged statement."""
+    import re
+
+    words = sql.strip().split()
+    if not words:
+        return "?"
+    verb = words[0].upper()
+    if verb in ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"):
+        return verb
+    pattern = {"SELECT": r"\bFROM\s+([\w.\"]+)", "INSERT": r"\bINTO\s+([\w.\"]+)",
+               "UPDATE": r"^UPDATE\s+([\w.\"]+)", "DELETE": r"\bFROM\s+([\w.\"]+)"}.get(verb)
+    match = re.search(pattern, sql, re.IGNORECASE) if pattern else None
+    return f"{verb} {match.group(1).strip(chr(34))}" if match else verb
 
 
 def ingest(*, quick: bool, pdf_pages: int, docx_files: int, configs: list[str], concurrency: int,
@@ -770,7 +962,8 @@ def ingest(*, quick: bool, pdf_pages: int, docx_files: int, configs: list[str], 
                 if migrate.returncode != 0:
                     raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
                 web, port = start_web(env, work, "web-pg")
-                stack = Stack("postgresql", port, web, env, *_account(port), db_role=Role("postgres", cluster.process),
+                stack = Stack("postgresql", port, web, env, *_account(port), cluster=cluster,
+                              db_role=Role("postgres", cluster.process),
                               redis_role=Role("redis", redis_process))
                 for key in pg_configs:
                     _, _, processes, threads = CONFIGS[key]

@@ -6,7 +6,7 @@ from bench_ingest import CONFIGS, TARGET_PAGES_PER_CORE_S
 from report import _pct, _status, _table
 
 MB = 1024 * 1024
-ROLE_NAMES = {"web": "web", "postgres": "PostgreSQL", "redis": "Redis"}
+RUN_NAMES = {"pdf": "PDF", "docx": "DOCX", "pdf_single_page": "one-page PDFs"}
 
 
 def _f(value: float | None, digits: int = 0) -> str:
@@ -105,7 +105,10 @@ def render_ingest(ingest: dict, machine: dict) -> list[str]:
     header = ["Configuration", "Wall", "Pages/s", "Pages per CPU-s (target ≥ "
               f"{TARGET_PAGES_PER_CORE_S:.0f})", "MB/s", "Docs/s", "Cores used", "CPU-s: web / workers / PostgreSQL / Redis",
               "Upload p50 / p99 (ms)", "Uploads done at", "Other processes (cores)"]
-    for kind, title in (("pdf", "Text PDFs"), ("docx", "DOCX")):
+    for kind, title in (("pdf", "Text PDFs (the corpus)"), ("docx", "DOCX"),
+                        ("pdf_single_page", f"One-page text PDFs ({corpus.get('single_page_pdfs', 0)} files, "
+                                            f"{corpus.get('single_page_bytes', 0) / 1e6:.1f} MB): the fixed cost per "
+                                            f"document, not the pages, decides")):
         rows = []
         for key, entry in _configs(ingest):
             run = (entry.get("runs") or {}).get(kind)
@@ -120,8 +123,8 @@ def render_ingest(ingest: dict, machine: dict) -> list[str]:
                                                    cpu.get("postgres"), cpu.get("redis")))
             rows.append([
                 entry["label"], f"{run['wall_s']:.1f} s",
-                _f(run.get("pages_per_s")) if kind == "pdf" else "–",
-                (f"**{_f(run['pages_per_cpu_s'])}**" if kind == "pdf" else "–"),
+                _f(run.get("pages_per_s")) if run.get("pages") else "–",
+                (f"**{_f(run['pages_per_cpu_s'])}**" if run.get("pages") else "–"),
                 _f(run["mb_per_s"], 2), _f(run["docs_per_s"], 1), f"{run['cores_used']:.2f}", split,
                 f"{_ms(run['upload_p50_s'])} / {_ms(run['upload_p99_s'])}", f"{run['uploads_s']:.1f} s",
                 _f(run.get("other_cores"), 2),
@@ -131,7 +134,27 @@ def render_ingest(ingest: dict, machine: dict) -> list[str]:
 
     rows = []
     for key, entry in _configs(ingest):
-        for kind in ("pdf", "docx"):
+        for kind in ("pdf", "docx", "pdf_single_page"):
+            run = (entry.get("runs") or {}).get(kind)
+            if not run:
+                continue
+            cpu, files = run["cpu_s"], run["files"]
+            workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
+            per_page = f"{run['server_cpu_s'] / run['pages'] * 1000:.1f}" if run.get("pages") else "–"
+            rows.append([entry["label"], RUN_NAMES[kind], _f(cpu.get("web", 0) / files * 1000, 1),
+                         _f(workers / files * 1000, 1) if entry.get("worker_processes") else "(in web)",
+                         _f(cpu.get("postgres", 0) / files * 1000, 1) if "postgres" in cpu else "–",
+                         _f(cpu.get("redis", 0) / files * 1000, 1) if "redis" in cpu else "–",
+                         _f(run["server_cpu_s"] / files * 1000, 1), per_page, f"{run['passages'] / files:.1f}"])
+    if rows:
+        out += ["**CPU per document (ms)** — where the cost lies: a document's fixed cost (upload request, job, "
+                "transactions) against its pages.", ""]
+        out += _table(["Configuration", "Run", "web", "workers", "PostgreSQL", "Redis", "all", "per PDF page",
+                       "passages per document"], rows)
+
+    rows = []
+    for key, entry in _configs(ingest):
+        for kind in ("pdf", "docx", "pdf_single_page"):
             run = (entry.get("runs") or {}).get(kind)
             if not run:
                 continue
@@ -142,7 +165,7 @@ def render_ingest(ingest: dict, machine: dict) -> list[str]:
                 web += f" (tree of {counts['web']}: {_mib(trees.get('web'))})"
             worker_text = ", ".join(f"{_mib(trees[k])} (tree of {counts.get(k, 1)}; process {_mib(roots.get(k))})"
                                     for k in workers) or "–"
-            rows.append([entry["label"], kind.upper(), web, worker_text, _mib(trees.get("postgres")),
+            rows.append([entry["label"], RUN_NAMES[kind], web, worker_text, _mib(trees.get("postgres")),
                          _mib(trees.get("redis"))])
     if rows:
         out += ["**Peak RSS (MiB)** — worker trees include their extraction subprocesses; PostgreSQL's figure sums "
@@ -178,11 +201,37 @@ def _findings(ingest: dict, cpus: int | None) -> list[str]:
                      f"{_f(strict[key])} pages/s per core at best ({_short_label(key, ingest['configs'][key])}), "
                      f"{'also ' if strict[key] >= TARGET_PAGES_PER_CORE_S else 'which '}"
                      f"{'meets' if strict[key] >= TARGET_PAGES_PER_CORE_S else 'misses'} the target.")
+    singles = {key: (entry.get("runs") or {}).get("pdf_single_page") for key, entry in _configs(ingest)}
+    split = {key: _fixed_and_per_page(runs[key], run) for key, run in singles.items() if run and key in runs}
+    if split:
+        worst = min(split, key=lambda k: singles[k]["pages_per_cpu_s"])
+        best_single = max(split, key=lambda k: singles[k]["pages_per_cpu_s"])
+        fixed = [f for f, _ in split.values()]
+        per_page = [p for _, p in split.values()]
+        below = [k for k in split if singles[k]["pages_per_cpu_s"] < TARGET_PAGES_PER_CORE_S]
+        lines.append(
+            f"The margin comes from the pages per document ({runs[best_key]['pages'] / runs[best_key]['files']:.0f} on "
+            f"average here). From the corpus runs and the one-page runs, a document costs about "
+            f"{min(fixed):.0f}–{max(fixed):.0f} ms of server CPU whatever its size (upload request, job, "
+            f"transactions) and each page {min(per_page):.1f}–{max(per_page):.1f} ms more, so **one-page PDFs give "
+            f"{_f(singles[worst]['pages_per_cpu_s'])}–{_f(singles[best_single]['pages_per_cpu_s'])} pages per "
+            f"CPU-second**" + (f": under the target in {len(below)} of {len(split)} configurations." if below else
+                               ", still above the target."))
     busy = [r.get("other_cores") or 0 for entry in ingest["configs"].values() for r in (entry.get("runs") or {}).values()]
     if busy and max(busy) >= 0.25:
         lines.append(f"Other work ran on this machine during some runs (up to {max(busy):.2f} cores besides these "
                      f"servers): wall-clock figures are lower than the machine gives; CPU-second figures hold better.")
     return [" ".join(lines), ""]
+
+
+def _fixed_and_per_page(corpus_run: dict, single_run: dict) -> tuple[float, float]:
+    """(CPU-ms per document, CPU-ms per further page) from a corpus run (n pages per document on
+    average) and a one-page run: corpus = fixed + n × page, one page = fixed + page."""
+    per_doc = corpus_run["server_cpu_s"] / corpus_run["files"] * 1000
+    single = single_run["server_cpu_s"] / single_run["files"] * 1000
+    pages = corpus_run["pages"] / corpus_run["files"]
+    per_page = max(0.0, (per_doc - single) / (pages - 1)) if pages > 1 else 0.0
+    return single - per_page, per_page
 
 
 def _profile(profile: dict) -> list[str]:
@@ -194,6 +243,32 @@ def _profile(profile: dict) -> list[str]:
         out += [f"With py-spy attached ({profile['rate']} samples/s, non-blocking): {_f(run.get('pages_per_s'))} pages/s, "
                 f"{_f(run.get('pages_per_cpu_s'))} pages per CPU-second. Shares of the samples of each profiled tree, "
                 f"by the innermost frame that belongs to a layer:", ""]
+    statements = profile.get("statements")
+    if statements and statements.get("per_document"):
+        per = statements["per_document"]
+        out += [f"**SQL statements per document** (PostgreSQL's statement log during that run, per client process; "
+                f"BEGIN and COMMIT included): " + ", ".join(f"{app} {n:.1f}" for app, n in sorted(per.items()))
+                + f" — {sum(per.values()):.1f} in all.", ""]
+        rows = []
+        for app, kinds in sorted(statements["kinds"].items()):
+            rows.append([app, "; ".join(f"{kind} {n:.1f}" for kind, n in kinds)])
+        out += _table(["Client", "Statements per document, by kind"], rows)
+    whatif = profile.get("passage_insert_whatif")
+    if whatif and whatif.get("variants"):
+        rows = [[name, _f(v["client"] * 1000, 2), _f(v["server"] * 1000, 2), _f(v["wall"] * 1000, 2)]
+                for name, v in whatif["variants"].items()]
+        out += [f"**What-if: writing a document's {whatif['passages']} passages** (the run's average), mean of "
+                f"{whatif['repeats']} interleaved rounds, each in a transaction rolled back "
+                f"(`passage_insert_whatif` in bench/bench_ingest.py):", ""]
+        out += _table(["Variant", "client CPU (ms)", "PostgreSQL CPU (ms)", "wall (ms)"], rows)
+        (current, multi) = list(whatif["variants"].values())[:2]
+        cost = {name: v["client"] + v["server"] for name, v in (("current", current), ("multi", multi))}
+        verdict = ("the way src writes them costs less CPU in all, and is no bottleneck: nothing to change there"
+                   if cost["current"] <= cost["multi"] else
+                   f"one multi-row INSERT would save {(cost['current'] - cost['multi']) * 1000:.1f} ms of CPU per document")
+        out += [f"Writing the passages costs {cost['current'] * 1000:.1f} ms of CPU per document: {verdict}.", ""]
+    elif whatif and whatif.get("error"):
+        out += [f"Passage-insert what-if not measured: {whatif['error']}", ""]
     for name, title in (("worker", "`a3e worker` and its extraction subprocesses"), ("web", "`a3e serve` (uploads)")):
         data = profile.get(name)
         if not data:
