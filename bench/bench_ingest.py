@@ -76,6 +76,10 @@ PDF_SIZES = (2, 5, 10, 20, 13)
 SINGLE_PAGE_NUMBERS = 10_000
 PAGE_SENTENCES = 22  # about 2,700 characters: a page of 10-point prose
 UPLOAD_TIMEOUT_S = 60.0
+# Other work on this shared machine: a run during which it took more than this many cores is done
+# again (at most RUN_ATTEMPTS times in all), and the least disturbed attempt is kept.
+OTHER_CORES_LIMIT = 0.35
+RUN_ATTEMPTS = 3
 SAMPLE_INTERVAL_S = 0.05
 POLL_INTERVAL_S = 0.1
 MAX_LIMIT = 200  # the list endpoint's largest page
@@ -436,6 +440,8 @@ def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, wo
         def count(status: str) -> int:
             return count_documents(port, token, workspace_id, status)
     cpu_before = {role.key: tree_cpu(role.process.pid) for role in roles}
+    me = psutil.Process()
+    client_before = sum(me.cpu_times()[:2])  # this process: the uploading and polling threads
     machine_before = psutil.cpu_times()
     sampler = PeakSampler(roles)
     sampler.start()
@@ -471,6 +477,7 @@ def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, wo
         sampler.finish()
     cpu_after = {role.key: tree_cpu(role.process.pid) for role in roles}
     machine_after = psutil.cpu_times()
+    client_cpu = sum(me.cpu_times()[:2]) - client_before
     observed = time.perf_counter() - started
 
     documents = all_documents(port, token, workspace_id)
@@ -485,7 +492,7 @@ def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, wo
     server_cpu = sum(cpu.values())
     total = sum(machine_after) - sum(machine_before)
     busy_cores = (_busy(machine_after) - _busy(machine_before)) / total * (psutil.cpu_count() or 1) if total else None
-    ours = server_cpu / observed
+    ours = (server_cpu + client_cpu) / observed
     pages = sum(r["page_count"] or 0 for r in revisions) if kind == "pdf" else None
     size = sum(len(f.data) for f in files)
     result = {
@@ -499,7 +506,8 @@ def ingest_once(files: list[CorpusFile], kind: str, *, port: int, token: str, wo
         "upload_max_s": max(latencies),
         "cpu_s": cpu, "server_cpu_s": server_cpu, "cores_used": server_cpu / wall,
         "machine_busy_cores": busy_cores,
-        # What the rest of the machine did meanwhile, besides our servers (this process included).
+        "client_cores": client_cpu / observed,
+        # What the rest of the machine did meanwhile, besides our servers and this process.
         "other_cores": None if busy_cores is None else max(0.0, busy_cores - ours),
         "peak_rss_root": sampler.peak_root, "peak_rss_tree": sampler.peak_tree,
         "peak_processes": sampler.peak_processes,
@@ -613,7 +621,10 @@ def analyze_profile(raw: str) -> dict:
     }
 
 
-def start_profile(pid: int, out: Path, *, rate: int, subprocesses: bool) -> subprocess.Popen | None:
+def start_profile(pid: int, out: Path, *, rate: int, subprocesses: bool, gil: bool = False) -> subprocess.Popen | None:
+    """py-spy on a process. `gil`: only samples of a thread holding the GIL — the CPU the Python code
+    takes, without threads that wait for the database (not for the extraction subprocesses: PDFium
+    runs with the GIL released)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         return None
@@ -621,6 +632,8 @@ def start_profile(pid: int, out: Path, *, rate: int, subprocesses: bool) -> subp
            "--output", str(out), "--nonblocking"]
     if subprocesses:
         cmd.append("--subprocesses")
+    if gil:
+        cmd.append("--gil")
     return spawn(cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -703,12 +716,22 @@ def _measure_config(key: str, stack: Stack, corpus: Corpus, concurrency: int, ti
     _warm_up(stack, corpus, max(1, processes) * threads)
     for run_key, kind, files in (("pdf", "pdf", corpus.pdfs), ("docx", "docx", corpus.docxs),
                                  ("pdf_single_page", "pdf", corpus.single_pages)):
-        entry["quiet_waited_s"] = entry.get("quiet_waited_s", 0.0) + wait_quiet(15)
-        workspace = new_workspace(stack.port, stack.token, f"Ingest {key} {run_key}")
-        run = ingest_once(files, kind, port=stack.port, token=stack.token, workspace_id=workspace,
-                          roles=_roles(stack), concurrency=concurrency, timeout_s=timeout_s)
+        run: dict | None = None
+        for attempt in range(1, RUN_ATTEMPTS + 1):
+            entry["quiet_waited_s"] = entry.get("quiet_waited_s", 0.0) + wait_quiet(15 if attempt == 1 else 30)
+            workspace = new_workspace(stack.port, stack.token, f"Ingest {key} {run_key} {attempt}")
+            this = ingest_once(files, kind, port=stack.port, token=stack.token, workspace_id=workspace,
+                               roles=_roles(stack), concurrency=concurrency, timeout_s=timeout_s)
+            this["attempt"] = attempt
+            log(f"{key} {run_key}: {_fmt(this)}")
+            # The attempt that other work disturbed least stands.
+            if run is None or (this["other_cores"] or 0) < (run["other_cores"] or 0):
+                run = this
+            if (run["other_cores"] or 0) <= OTHER_CORES_LIMIT:
+                break
+            if attempt < RUN_ATTEMPTS:
+                log(f"other processes took {this['other_cores']:.2f} cores meanwhile: once more when it is quieter")
         entry["runs"][run_key] = run
-        log(f"{key} {run_key}: {_fmt(run)}")
     return entry
 
 
@@ -730,7 +753,7 @@ def _profile_pdf(stack: Stack, corpus: Corpus, concurrency: int, timeout_s: floa
     spies = {"worker": (start_profile(worker.pid, work / "profile-worker.txt", rate=rate, subprocesses=True),
                         work / "profile-worker.txt")}
     if stack.workers:
-        spies["web"] = (start_profile(stack.web.pid, work / "profile-web.txt", rate=rate, subprocesses=False),
+        spies["web"] = (start_profile(stack.web.pid, work / "profile-web.txt", rate=rate, subprocesses=False, gil=True),
                         work / "profile-web.txt")
     if any(spy is None for spy, _ in spies.values()):
         for spy, _ in spies.values():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench_ingest import CONFIGS, TARGET_PAGES_PER_CORE_S
+from bench_ingest import CONFIGS, OTHER_CORES_LIMIT, RUN_ATTEMPTS, TARGET_PAGES_PER_CORE_S
 from report import _pct, _status, _table
 
 MB = 1024 * 1024
@@ -83,7 +83,10 @@ def render_ingest(ingest: dict, machine: dict) -> list[str]:
         f"**Per core** = pages / those CPU-seconds: what one core does end to end when the work keeps it busy. "
         f"This machine has {cpus} usable cores; **peak RSS** is sampled every 50 ms and summed over each process "
         f"tree. Every run is checked: each document ends `ready` with passages (none failed), and the PDFs' "
-        f"page counts add up to the corpus's.",
+        f"page counts add up to the corpus's. The machine is shared: *other processes* is what the rest of it "
+        f"used meanwhile, besides these servers and the benchmark's own process; a run during which that passed "
+        f"{OTHER_CORES_LIMIT:.2f} cores was done again (at most {RUN_ATTEMPTS} attempts) and the least "
+        f"disturbed attempt is shown.",
         "",
         "A *worker* is one `a3e worker` process (Redis queue); *jobs* is its `--workers` (jobs run at once, on "
         "threads). Each worker extracts in its own isolated extraction subprocess, one per job running. "
@@ -217,6 +220,27 @@ def _findings(ingest: dict, cpus: int | None) -> list[str]:
             f"{_f(singles[worst]['pages_per_cpu_s'])}–{_f(singles[best_single]['pages_per_cpu_s'])} pages per "
             f"CPU-second**" + (f": under the target in {len(below)} of {len(split)} configurations." if below else
                                ", still above the target."))
+    if len(runs) > 1:
+        one = [k for k in runs if CONFIGS.get(k, ("", "", 0, 0))[2:] == (1, 1)]
+        two = [k for k in runs if CONFIGS.get(k, ("", "", 0, 0))[2] == 2]
+        if one and two:
+            a, b = runs[one[0]], runs[two[0]]
+            lines.append(
+                f"A second worker took the PDFs from {_f(a['pages_per_s'])} to {_f(b['pages_per_s'])} pages/s "
+                f"(× {b['pages_per_s'] / a['pages_per_s']:.2f}): the servers then used {b['cores_used']:.2f} cores, "
+                f"the benchmark's own uploading and polling {(b.get('client_cores') or 0):.2f} and the machine's other "
+                f"work {(b.get('other_cores') or 0):.2f}, of {cpus or '?'} — "
+                + ("on this machine the cores, not the software, stop the scaling."
+                   if b["cores_used"] + (b.get("client_cores") or 0) + (b.get("other_cores") or 0) >= 0.85 * (cpus or 2)
+                   else "the cores were not all busy: the web process (uploads) or the queue limits it."))
+    slow = [(k, r) for k, r in runs.items() if r.get("upload_p99_s") and r.get("upload_p50_s")
+            and r["upload_p99_s"] > 4 * r["upload_p50_s"]]
+    for key, run in slow:
+        lines.append(f"Uploads on {_short_label(key, ingest['configs'][key])} have a long tail (p50 "
+                     f"{_ms(run['upload_p50_s'])} ms, p99 {_ms(run['upload_p99_s'])} ms)"
+                     + (": likely SQLite's single writer — an upload's transaction waits while the job threads in the "
+                        "same process write passages (not profiled)." if ingest["configs"][key].get("database") == "sqlite"
+                        else "."))
     busy = [r.get("other_cores") or 0 for entry in ingest["configs"].values() for r in (entry.get("runs") or {}).values()]
     if busy and max(busy) >= 0.25:
         lines.append(f"Other work ran on this machine during some runs (up to {max(busy):.2f} cores besides these "
@@ -269,7 +293,7 @@ def _profile(profile: dict) -> list[str]:
         out += [f"Writing the passages costs {cost['current'] * 1000:.1f} ms of CPU per document: {verdict}.", ""]
     elif whatif and whatif.get("error"):
         out += [f"Passage-insert what-if not measured: {whatif['error']}", ""]
-    for name, title in (("worker", "`a3e worker` and its extraction subprocesses"), ("web", "`a3e serve` (uploads)")):
+    for name, title in (("worker", "`a3e worker` and its extraction subprocesses"), ("web", "`a3e serve` (uploads), only threads holding the GIL")):
         data = profile.get(name)
         if not data:
             continue
