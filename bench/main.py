@@ -22,10 +22,10 @@ from lib import BENCH_DIR, ROOT, cpu_count, install_cleanup, log  # noqa: E402
 
 from report import TARGET_LIVE_RATIO, render  # noqa: E402
 
-SECTIONS = ("startup", "rss", "import", "micro", "http", "auth")
+SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest")
 # Where each section keeps its figures in RESULTS.json.
 SECTION_KEYS = {"startup": ("cold_start",), "rss": ("rss",), "import": ("import", "serve_imports"), "micro": ("micro",),
-                "http": ("http",), "auth": ("auth",)}
+                "http": ("http",), "auth": ("auth",), "ingest": ("ingest",)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,6 +56,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="auth: seconds per run of the what-if servers, when the read target is missed (default 5; quick 2)")
     parser.add_argument("--no-diagnostics", action="store_true",
                         help="load only A³E and the bare ASGI app (skip bare FastAPI, LOG_LEVEL=warning, what-ifs)")
+    parser.add_argument("--ingest-pdf-pages", type=int, default=None,
+                        help="ingest: text-PDF pages in the corpus (default 1000; quick 100)")
+    parser.add_argument("--ingest-docx", type=int, default=None, help="ingest: DOCX files in the corpus (default 200; quick 20)")
+    parser.add_argument("--ingest-configs", default="pg_w1,pg_w2,pg_w1t2,sqlite",
+                        help="ingest: configurations (pg_w1, pg_w2: PostgreSQL + Redis with 1 or 2 `a3e worker` "
+                             "processes; pg_w1t2: one worker running 2 jobs at once; sqlite: embedded jobs)")
+    parser.add_argument("--ingest-concurrency", type=int, default=6, help="ingest: uploads in flight (default 6)")
     parser.add_argument("--output", default=str(BENCH_DIR / "RESULTS.md"), help="where to write the report")
     parser.add_argument("--keep-others", action="store_true",
                         help="with --only: carry the other sections over from the existing RESULTS.json next to "
@@ -85,6 +92,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             and 1 <= args.argon2_runs <= 50 and 0 < args.whatif_duration <= 60):
         parser.error("keep it bounded: --auth-workers 1..8, --read-connections 1..256, --login-connections 1..32, "
                      "--login-duration and --whatif-duration up to 60 s, --argon2-runs 1..50")
+    args.ingest_pdf_pages = args.ingest_pdf_pages or (100 if quick else 1000)
+    args.ingest_docx = args.ingest_docx or (20 if quick else 200)
+    args.ingest_configs = [c.strip() for c in args.ingest_configs.split(",") if c.strip()]
+    from bench_ingest import CONFIGS as INGEST_CONFIGS
+
+    if set(args.ingest_configs) - set(INGEST_CONFIGS) or not args.ingest_configs:
+        parser.error(f"--ingest-configs: choose from {','.join(INGEST_CONFIGS)}")
+    if not (10 <= args.ingest_pdf_pages <= 5000 and 4 <= args.ingest_docx <= 1000 and 1 <= args.ingest_concurrency <= 32):
+        parser.error("keep it bounded: --ingest-pdf-pages 10..5000, --ingest-docx 4..1000, --ingest-concurrency 1..32")
     if not (1 <= args.runs <= 50 and 1 <= args.rounds <= 10 and 0 < args.duration <= 60 and 1 <= args.connections <= 256):
         parser.error("keep it bounded: --runs 1..50, --rounds 1..10, --duration up to 60 s, --connections 1..256")
     return args
@@ -231,6 +247,21 @@ def main(argv: list[str]) -> int:
 
             log(f"auth section failed: {exc.__class__.__name__}: {exc}")
             results["auth"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
+    if "ingest" in args.only:
+        from bench_ingest import ingest
+
+        log(f"ingest: {args.ingest_pdf_pages} text-PDF pages and {args.ingest_docx} DOCX, upload to passages ready, "
+            f"configurations {','.join(args.ingest_configs)}")
+        try:
+            results["ingest"] = ingest(
+                quick=args.quick, pdf_pages=args.ingest_pdf_pages, docx_files=args.ingest_docx,
+                configs=args.ingest_configs, concurrency=args.ingest_concurrency, profile_mode=args.profile,
+            )
+        except Exception as exc:  # the other sections' figures still get written
+            from bench_auth import clean_text
+
+            log(f"ingest section failed: {exc.__class__.__name__}: {exc}")
+            results["ingest"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
     results["elapsed_s"] = time.monotonic() - started
 
     output = Path(args.output)

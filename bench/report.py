@@ -161,6 +161,10 @@ def render(results: dict, *, partial: bool = False) -> str:
         from report_auth import render_auth
 
         out += render_auth(results["auth"], machine)
+    if "ingest" in results:
+        from report_ingest import render_ingest
+
+        out += render_ingest(results["ingest"], machine)
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
@@ -221,6 +225,10 @@ def _summary(results: dict) -> list[str]:
         from report_auth import summary_rows
 
         rows += summary_rows(results["auth"])
+    if "ingest" in results:
+        from report_ingest import summary_rows as ingest_rows
+
+        rows += ingest_rows(results["ingest"])
     if not rows:
         return []
     return ["## Summary", ""] + _table(["Measure", "A³E", "Target", "Status", "Old system"], rows)
