@@ -303,17 +303,17 @@ def start_web(env: dict[str, str], work: Path, key: str) -> tuple[subprocess.Pop
     return process, port
 
 
-# `a3e worker` imports only the job modules; the evidence models' foreign keys name the `users` and
-# `workspaces` tables, whose models nothing in that process imports until a periodic job happens
-# to (resume_stalled imports a3e.evidence.service). Until then every extraction job fails its
-# flush with NoReferencedTableError (see worker_models_check). The workers here import them
-# explicitly (`--import`, which `a3e worker` offers for job modules), so that the benchmark measures
-# ingestion rather than that bug; the report says whether the bug is still there.
-WORKER_IMPORTS = ("a3e.auth.models", "a3e.workspaces.models")
+# An `a3e worker` once imported only the job modules, so the evidence models' foreign keys (to
+# `users`, `workspaces`) could not be resolved and every extraction failed its flush
+# (NoReferencedTableError) until a periodic job happened to import them. The job runtime now loads
+# every model when it opens; worker_models_check opens one exactly as `a3e worker` does and says
+# whether that still holds. The workers here run as shipped: no extra `--import`.
+WORKER_IMPORTS: tuple[str, ...] = ()
 _MODELS_CHECK = '''
-import sys
-from a3e.jobs.registry import load_job_modules
-load_job_modules(())
+import sys, tempfile
+from a3e.core.settings import Settings
+from a3e.jobs.service import JobRuntime
+JobRuntime(Settings(_env_file=None, data_dir=tempfile.mkdtemp(), secret_key="s" * 40, jwt_secret_key="j" * 40)).open()
 from a3e.evidence.models import Passage, Revision
 try:
     for table in (Revision.__table__, Passage.__table__):

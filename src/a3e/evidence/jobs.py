@@ -73,14 +73,14 @@ def process_revision(context: JobContext, revision_id: str) -> str:
 
     store = _store(context)
     try:
-        with tempfile.TemporaryDirectory(prefix="a3e-revision-") as scratch:
-            if isinstance(store, LocalBlobStore):
-                path = store.path_for(sha256)
-            else:
+        if isinstance(store, LocalBlobStore):  # read in place: no copy, no scratch directory
+            extracted = extract_isolated(store.path_for(sha256), kind)
+        else:
+            with tempfile.TemporaryDirectory(prefix="a3e-revision-") as scratch:
                 path = Path(scratch) / f"content.{kind}"
                 store.download_to(sha256, path)
-            extracted = extract_isolated(path, kind)
-            drafts = split_passages(extracted)
+                extracted = extract_isolated(path, kind)
+        drafts = split_passages(extracted)
     except (ExtractionFailed, UnsupportedFile) as exc:
         _finish_failed(context, revision_id, exc.reason)
         return RevisionStatus.FAILED.value
