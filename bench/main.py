@@ -22,10 +22,10 @@ from lib import BENCH_DIR, ROOT, cpu_count, install_cleanup, log  # noqa: E402
 
 from report import TARGET_LIVE_RATIO, render  # noqa: E402
 
-SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest")
+SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest", "mapping")
 # Where each section keeps its figures in RESULTS.json.
 SECTION_KEYS = {"startup": ("cold_start",), "rss": ("rss",), "import": ("import", "serve_imports"), "micro": ("micro",),
-                "http": ("http",), "auth": ("auth",), "ingest": ("ingest",)}
+                "http": ("http",), "auth": ("auth",), "ingest": ("ingest",), "mapping": ("mapping",)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -262,6 +262,18 @@ def main(argv: list[str]) -> int:
 
             log(f"ingest section failed: {exc.__class__.__name__}: {exc}")
             results["ingest"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
+    if "mapping" in args.only:
+        # The mapping engine's quality on the crosswalk sets, its calibration and its speed:
+        # bench/bench_mapping.py writes bench/MAPPING.md, carried here as the section's text.
+        log("mapping: quality on the crosswalk sets, calibration, speed (bench/bench_mapping.py)")
+        mapping_md = BENCH_DIR / "MAPPING.md"
+        command = [sys.executable, str(BENCH_DIR / "bench_mapping.py"), *(["--quick"] if args.quick else [])]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode == 0 and mapping_md.is_file():
+            results["mapping"] = {"markdown": mapping_md.read_text()}
+        else:
+            log(f"mapping section failed: {done.stderr.strip()[-500:]}")
+            results["mapping"] = {"error": done.stderr.strip()[-500:] or f"exit status {done.returncode}"}
     results["elapsed_s"] = time.monotonic() - started
 
     output = Path(args.output)

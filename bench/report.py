@@ -165,6 +165,13 @@ def render(results: dict, *, partial: bool = False) -> str:
         from report_ingest import render_ingest
 
         out += render_ingest(results["ingest"], machine)
+    if "mapping" in results:
+        mapping = results["mapping"]
+        if "markdown" in mapping:
+            out += mapping["markdown"].splitlines()  # bench/MAPPING.md, as bench/bench_mapping.py wrote it
+        else:
+            out += ["## Mapping engine", "", f"The section failed: {mapping.get('error')}", ""]
+        out.append("")
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
