@@ -47,6 +47,8 @@ class Calibration:
 
 # Fitted by `python bench/bench_mapping.py --refit` on both crosswalk sets with the default EngineConfig.
 DEFAULT_CALIBRATION = Calibration(intercept=-3.3275, relative=0.9774, z=0.4638, log_rank=0.0)
+# The same model over HybridEngine's fused scores: `python bench/bench_mapping.py --dense --refit`.
+DENSE_CALIBRATION = Calibration(intercept=-3.1542, relative=0.4891, z=0.5349, log_rank=0.0)
 
 
 def match_features(scores: np.ndarray, top_scores: np.ndarray) -> np.ndarray:

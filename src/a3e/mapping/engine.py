@@ -12,6 +12,10 @@ The model is BM25 over stemmed words and word pairs of each standard's title, te
 evidence and place in the tree (weighted fields), with optional pseudo-relevance feedback; a
 passage's surrounding headings (`context`) count as extra, down-weighted query words. Results are
 sorted by score, ties by standard id, so the same input always gives the same output.
+
+`HybridEngine` (the optional `dense` extra, see `a3e.mapping.dense`) fuses that BM25 ranking with a
+ranking by sentence-embedding similarity (reciprocal rank fusion), with the same methods. This
+module never imports torch: the encoder is passed in, or loaded on `HybridEngine.build`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from a3e.mapping.bm25 import Bm25Index
-from a3e.mapping.calibration import DEFAULT_CALIBRATION, Calibration, match_features
+from a3e.mapping.calibration import DEFAULT_CALIBRATION, DENSE_CALIBRATION, Calibration, match_features
 from a3e.mapping.text import join_nonempty, terms
 
 
@@ -120,6 +125,10 @@ class MappingEngine:
             raise ValueError("contexts must be None or have one entry per text")
         if top < 1:
             raise ValueError("top must be at least 1")
+        return [self._matches(row, top) for row in self.score_many(texts, contexts)]
+
+    def score_many(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
+        """The BM25 score of every standard (columns, in `standards` order) for each passage (rows)."""
         queries = [
             self._index.encode(_query_weights(text, None if contexts is None else contexts[i], self.config))
             for i, text in enumerate(texts)
@@ -128,7 +137,7 @@ class MappingEngine:
         if self.config.prf_docs > 0 and len(self.standards) > 0:
             queries = [self._expand(q, row) for q, row in zip(queries, scores)]
             scores = self._index.score(queries)
-        return [self._matches(row, top) for row in scores]
+        return scores
 
     def suggest(
         self, text: str, context: str | None = None, *, threshold: float = 0.5, limit: int = 5
@@ -220,3 +229,163 @@ def _query_weights(text: str, context: str | None, config: EngineConfig) -> Mapp
     if k3 is None:
         return counts
     return {t: c * (k3 + 1.0) / (c + k3) for t, c in counts.items()}
+
+
+# --- dense fusion (the optional `dense` extra) -------------------------------------------------------
+
+
+class TextEncoder(Protocol):
+    """Texts → unit-length vectors, one row per text (`a3e.mapping.dense.Encoder`)."""
+
+    dimension: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    """How the embedding ranking is fused with BM25's. The defaults are the best point of a small
+    grid on both crosswalk sets together (bench/bench_mapping.py --dense, which also reports the
+    figures with the setting chosen on the other set: cross-validated)."""
+
+    # Reciprocal rank fusion: a standard scores Σ weight / (rrf_k + its rank) over the two
+    # rankings; a small k lets the top of each ranking dominate.
+    rrf_k: float = 5.0
+    lexical_weight: float = 1.0
+    dense_weight: float = 1.5
+    # Which of the passage's headings ("A > B > C") the embedding sees before the text: "last"
+    # (C), "all", or "none". BM25 keeps its own use of the headings (EngineConfig.context_weight).
+    query_headings: str = "all"
+    calibration: Calibration = field(default=DENSE_CALIBRATION)
+
+    def __post_init__(self) -> None:
+        if self.query_headings not in ("last", "all", "none"):
+            raise ValueError("query_headings must be 'last', 'all' or 'none'")
+        if self.rrf_k <= 0 or self.lexical_weight < 0 or self.dense_weight < 0:
+            raise ValueError("rrf_k must be positive and the weights not negative")
+
+
+DEFAULT_DENSE_CONFIG = DenseConfig()
+
+
+def standard_passage(standard: Standard) -> str:
+    """What the embedding of a standard is computed from: its title and text."""
+    return join_nonempty([standard.title, standard.text], ". ")
+
+
+def dense_query(text: str, context: str | None, headings: str) -> str:
+    if not context or headings == "none":
+        return text
+    heading = context if headings == "all" else context.split(" > ")[-1]
+    return f"{heading.strip()}. {text}" if heading.strip() else text
+
+
+class HybridEngine:
+    """BM25 fused with dense embeddings: the same interface as `MappingEngine`.
+
+    Every standard gets a fused score (the embedding ranks them all), so unlike BM25 alone a
+    passage that shares no word with a standard can still rank it; the calibrated confidence and
+    the suggestion threshold decide what is shown. Encoding passages is the expensive part (tens of
+    passages a second on two cores): run it in a job worker, never in a web request.
+    """
+
+    def __init__(
+        self, lexical: MappingEngine, vectors: np.ndarray, encoder: TextEncoder, config: DenseConfig
+    ) -> None:
+        self.lexical = lexical
+        self.standards = lexical.standards
+        self.config = config
+        self._vectors = vectors
+        self._encoder = encoder
+        self._ids = lexical._ids
+        self._id_rank = lexical._id_rank
+
+    @classmethod
+    def build(
+        cls,
+        standards: Sequence[Standard],
+        config: EngineConfig = DEFAULT_CONFIG,
+        dense: DenseConfig = DEFAULT_DENSE_CONFIG,
+        *,
+        encoder: TextEncoder | None = None,
+    ) -> HybridEngine:
+        """Index the standards for both models. Without `encoder`, the process's shared encoder is
+        loaded (`a3e.mapping.dense.load_encoder`; DenseUnavailable when the extra is missing)."""
+        if encoder is None:
+            from a3e.mapping.dense import load_encoder
+
+            encoder = load_encoder()
+        lexical = MappingEngine.build(standards, config)
+        vectors = encoder.encode([standard_passage(s) for s in lexical.standards])
+        return cls(lexical, vectors, encoder, dense)
+
+    def __len__(self) -> int:
+        return len(self.standards)
+
+    def standard(self, standard_id: str) -> Standard:
+        return self.lexical.standard(standard_id)
+
+    def rank(self, text: str, *, context: str | None = None, top: int = 10) -> list[Match]:
+        return self.rank_many([text], [context], top=top)[0]
+
+    def rank_many(
+        self, texts: Sequence[str], contexts: Sequence[str | None] | None = None, top: int = 10
+    ) -> list[list[Match]]:
+        if contexts is not None and len(contexts) != len(texts):
+            raise ValueError("contexts must be None or have one entry per text")
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        if not texts:
+            return []
+        if len(self.standards) == 0:
+            return [[] for _ in texts]
+        fused = self.score_many(texts, contexts)
+        return [self._matches(row, top) for row in fused]
+
+    def score_many(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
+        """The fused score of every standard (columns) for each passage (rows)."""
+        config = self.config
+        lexical = self.lexical.score_many(texts, contexts)
+        queries = [
+            dense_query(text, None if contexts is None else contexts[i], config.query_headings)
+            for i, text in enumerate(texts)
+        ]
+        similarity = self._encoder.encode(queries).astype(np.float64) @ self._vectors.T.astype(np.float64)
+        fused = config.dense_weight / (config.rrf_k + self._ranks(similarity))
+        # A standard BM25 gave nothing (no shared term) gets no lexical vote, not a low-rank one.
+        fused += np.where(lexical > 0, config.lexical_weight / (config.rrf_k + self._ranks(lexical)), 0.0)
+        return fused
+
+    def suggest(
+        self, text: str, context: str | None = None, *, threshold: float = 0.5, limit: int = 5
+    ) -> list[Match]:
+        return [m for m in self.rank(text, context=context, top=limit) if m.confidence >= threshold]
+
+    def suggest_many(
+        self,
+        texts: Sequence[str],
+        contexts: Sequence[str | None] | None = None,
+        *,
+        threshold: float = 0.5,
+        limit: int = 5,
+    ) -> list[list[Match]]:
+        return [
+            [m for m in ranked if m.confidence >= threshold]
+            for ranked in self.rank_many(texts, contexts, top=limit)
+        ]
+
+    def _ranks(self, scores: np.ndarray) -> np.ndarray:
+        """1-based rank of each standard in each row (score descending, ties by id)."""
+        order = np.lexsort((np.broadcast_to(self._id_rank, scores.shape), -scores), axis=-1)
+        ranks = np.empty(scores.shape, dtype=np.float64)
+        np.put_along_axis(ranks, order, np.arange(1, scores.shape[1] + 1, dtype=np.float64)[None, :].repeat(len(scores), 0), axis=1)
+        return ranks
+
+    def _matches(self, row: np.ndarray, top: int) -> list[Match]:
+        order = np.lexsort((self._id_rank, -row))[:top]
+        top_scores = row[order]
+        confidence = self.config.calibration.confidence(match_features(row, top_scores))
+        return [
+            Match(self._ids[i], round(float(s), 6), round(float(c), 4))
+            for i, s, c in zip(order, top_scores, confidence)
+        ]
