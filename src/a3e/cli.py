@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     mapping.add_argument("--top", type=int, default=10, help="standards per query in the output (default 10)")
     mapping.add_argument("--output", metavar="RANKINGS.jsonl", help="write {qid, ranked, scores} per query here")
     mapping.add_argument("--json", action="store_true", help="print the figures as JSON")
+    mapping.add_argument("--dense", action="store_true", help="fuse BM25 with sentence embeddings (needs the dense extra)")
     mapping.set_defaults(handler=cmd_map)
 
     version = commands.add_parser("version", help="print the version")

@@ -46,12 +46,30 @@ def _run(args: Namespace, out: TextIO) -> int:
         queries = load_queries(Path(args.queries)) if args.queries is not None else None
     except (EvaluationInputError, UnknownFramework) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
-    engine = MappingEngine.build(standards)
+    if getattr(args, "dense", False):
+        engine = _dense_engine(standards)
+    else:
+        engine = MappingEngine.build(standards)
     build_seconds = time.perf_counter() - started
 
     if queries is None:
         return _show_passage(engine, titles, args, out)
     return _evaluate(engine, queries, args, out, build_seconds)
+
+
+def _dense_engine(standards):
+    """The hybrid engine (BM25 + embeddings), or a usage error naming the extra when it is missing."""
+    from a3e.mapping.dense import DenseUnavailable, dense_unavailable
+
+    reason = dense_unavailable()  # checked before anything imports torch
+    if reason is not None:
+        raise UsageError(f"--dense: {reason}")
+    from a3e.mapping.engine import HybridEngine
+
+    try:
+        return HybridEngine.build(standards)
+    except DenseUnavailable as exc:
+        raise UsageError(f"--dense: {exc}") from None
 
 
 def _show_passage(engine, titles: dict[str, str], args: Namespace, out: TextIO) -> int:
@@ -98,6 +116,7 @@ def _evaluate(engine, queries: list[Query], args: Namespace, out: TextIO, build_
         return 0
 
     report: dict[str, object] = {
+        "engine": "hybrid" if getattr(args, "dense", False) else "bm25",
         "queries": len(queries),
         "standards": len(engine),
         "build_seconds": round(build_seconds, 4),
