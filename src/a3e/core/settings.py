@@ -305,6 +305,9 @@ class Settings(BaseSettings):
     # Whether the web process runs jobs itself. Default: yes without Redis, no with it.
     jobs_embedded: bool | None = Field(None, validation_alias=AliasChoices("A3E_JOBS_EMBEDDED"))
     job_workers: int = Field(2, ge=1, le=64, validation_alias=AliasChoices("A3E_JOB_WORKERS"))
+    # Mapping jobs fuse BM25 with sentence embeddings (the `dense` extra, loaded by the first mapping
+    # job, never at start-up). Without the extra, jobs log why and map with BM25 alone.
+    mapping_dense: bool = Field(False, validation_alias=AliasChoices("A3E_MAPPING_DENSE"))
     # A consumer silent for this long is presumed dead, and the jobs it was running are queued again.
     job_lease_seconds: float = Field(
         90.0, ge=1, le=86400, validation_alias=AliasChoices("A3E_JOB_LEASE_SECONDS")

@@ -23,6 +23,8 @@ from a3e.jobs import JobContext, job
 logger = logging.getLogger("a3e.mapping")
 
 ENGINE_NAME = "bm25-1"
+# With A3E_MAPPING_DENSE and the dense extra: BM25 fused with sentence embeddings.
+DENSE_ENGINE_NAME = "hybrid-1"
 # Suggestions are shown from this calibrated confidence up, at most SUGGEST_LIMIT per passage and
 # catalog. On the benchmark (bench/RESULTS.md, reliability table), matches between 0.3 and 0.5
 # were right 28–44 % of the time and those from 0.5 up 52–80 %: a reviewer sees fewer than one
@@ -37,33 +39,55 @@ def passage_digest(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def dense_available() -> bool:
+    """Whether dense mapping can run in this process; when not, the reason is logged once."""
+    from a3e.mapping.dense import DenseUnavailable, dense_unavailable, load_encoder
+
+    reason = dense_unavailable()
+    if reason is None:
+        try:
+            load_encoder()
+        except (DenseUnavailable, OSError, ValueError) as exc:
+            reason = f"the dense model could not be loaded: {exc}"
+    if reason is not None:
+        logger.warning("A3E_MAPPING_DENSE is set but %s; mapping with BM25 alone", reason)
+        return False
+    return True
+
+
+def _build_engine(standards: Any, dense: bool) -> Any:
+    from a3e.mapping.engine import HybridEngine, MappingEngine
+
+    return HybridEngine.build(standards) if dense else MappingEngine.build(standards)
+
+
 @functools.lru_cache(maxsize=32)
-def _builtin_engine(code: str, edition: str) -> Any:
+def _builtin_engine(code: str, edition: str, dense: bool = False) -> Any:
     from a3e.mapping.catalogs import builtin_standards
-    from a3e.mapping.engine import MappingEngine
 
-    return MappingEngine.build(builtin_standards(code, edition))
-
-
-_custom_engines: dict[tuple[uuid.UUID, str], Any] = {}
+    return _build_engine(builtin_standards(code, edition), dense)
 
 
-def engine_for(session: Any, selection: Any) -> Any | None:
-    """The engine over one selected catalog (built once per catalog and content)."""
-    from a3e.mapping.engine import MappingEngine, Standard
+_custom_engines: dict[tuple[uuid.UUID, str, bool], Any] = {}
+
+
+def engine_for(session: Any, selection: Any, *, dense: bool = False) -> Any | None:
+    """The engine over one selected catalog (built once per catalog, content and kind)."""
+    from a3e.mapping.engine import Standard
     from a3e.standards.models import CustomCatalog, CustomStandard
 
     if selection.kind == "builtin":
         from a3e.mapping.catalogs import UnknownFramework
 
         try:
-            return _builtin_engine(selection.accreditor_code, selection.edition)
+            return _builtin_engine(selection.accreditor_code, selection.edition, dense)
         except UnknownFramework:
             return None  # an edition this release no longer ships
     custom = session.get(CustomCatalog, selection.custom_catalog_id)
     if custom is None:
         return None
-    key = (custom.id, custom.content_sha256)
+    key = (custom.id, custom.content_sha256, dense)
     engine = _custom_engines.get(key)
     if engine is None:
         rows = session.execute(
@@ -79,15 +103,16 @@ def engine_for(session: Any, selection: Any) -> Any | None:
                 ancestors.append(titles[parent])
                 parent = next((p for c, _, _, p in rows if c == parent), None)
             standards.append(Standard(id=code, title=title, text=text or "", ancestors=tuple(reversed(ancestors))))
-        engine = MappingEngine.build(standards)
+        engine = _build_engine(standards, dense)
         if len(_custom_engines) > 64:
             _custom_engines.clear()
         _custom_engines[key] = engine
     return engine
 
 
-def map_revision_now(session: Any, revision_id: uuid.UUID) -> dict[str, int]:
-    """Map one revision against each of its workspace's catalogs; returns suggestions added per catalog."""
+def map_revision_now(session: Any, revision_id: uuid.UUID, *, dense: bool = False) -> dict[str, int]:
+    """Map one revision against each of its workspace's catalogs; returns suggestions added per catalog.
+    `dense` asks for the hybrid engine; without the dense extra it falls back to BM25 (logged)."""
     from a3e.evidence.models import Passage, Revision, RevisionStatus
     from a3e.review.models import MappingRun, Suggestion, SuggestionStatus
     from a3e.standards.models import CatalogSelection
@@ -101,14 +126,16 @@ def map_revision_now(session: Any, revision_id: uuid.UUID) -> dict[str, int]:
     selections = session.scalars(
         select(CatalogSelection).where(CatalogSelection.workspace_id == revision.workspace_id)
     ).all()
+    dense = dense and dense_available()
+    engine_name = DENSE_ENGINE_NAME if dense else ENGINE_NAME
     added: dict[str, int] = {}
     for selection in selections:
         run = session.get(MappingRun, (revision.id, selection.id))
         if run is None:
             run = MappingRun(revision_id=revision.id, selection_id=selection.id, workspace_id=revision.workspace_id,
-                             status="running", engine=ENGINE_NAME, suggestions=0)
+                             status="running", engine=engine_name, suggestions=0)
             session.add(run)
-        engine = engine_for(session, selection)
+        engine = engine_for(session, selection, dense=dense)
         if engine is None:
             run.status, run.detail, run.updated_at = "failed", "the catalog is no longer available", utcnow()
             continue
@@ -141,7 +168,7 @@ def map_revision_now(session: Any, revision_id: uuid.UUID) -> dict[str, int]:
                     workspace_id=revision.workspace_id, selection_id=selection.id, standard_code=match.standard_id,
                     passage_id=passage_id, document_id=revision.document_id, revision_id=revision.id,
                     passage_digest=digest, confidence=min(1.0, max(0.0, float(match.confidence))), rank=rank,
-                    engine=ENGINE_NAME, status=SuggestionStatus.PENDING.value, created_at=utcnow(),
+                    engine=engine_name, status=SuggestionStatus.PENDING.value, created_at=utcnow(),
                 ))
                 count += 1
         run.status, run.suggestions, run.detail, run.updated_at = "done", run.suggestions + count, None, utcnow()
@@ -152,7 +179,7 @@ def map_revision_now(session: Any, revision_id: uuid.UUID) -> dict[str, int]:
 @job(MAP_JOB, retries=3, retry_delay=5.0)
 def map_revision(context: JobContext, revision_id: str) -> dict[str, int]:
     with context.transaction() as session:
-        added = map_revision_now(session, uuid.UUID(revision_id))
+        added = map_revision_now(session, uuid.UUID(revision_id), dense=context.settings.mapping_dense)
     if added:
         logger.info("revision %s mapped: %s", revision_id, added)
     return added
