@@ -9,9 +9,12 @@ import sys
 import time
 from argparse import Namespace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from a3e.mapping.evaluate import EvaluationInputError, Query, load_catalog, load_queries, metrics
+
+if TYPE_CHECKING:
+    from a3e.mapping.engine import HybridEngine, Standard
 
 EXIT_USAGE = 64
 
@@ -57,7 +60,7 @@ def _run(args: Namespace, out: TextIO) -> int:
     return _evaluate(engine, queries, args, out, build_seconds)
 
 
-def _dense_engine(standards):
+def _dense_engine(standards: list[Standard]) -> HybridEngine:
     """The hybrid engine (BM25 + embeddings), or a usage error naming the extra when it is missing."""
     from a3e.mapping.dense import DenseUnavailable, dense_unavailable
 
