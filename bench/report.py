@@ -161,6 +161,10 @@ def render(results: dict, *, partial: bool = False) -> str:
         from report_auth import render_auth
 
         out += render_auth(results["auth"], machine)
+    if "review" in results:
+        from report_review import render_review
+
+        out += render_review(results["review"])
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
@@ -221,6 +225,10 @@ def _summary(results: dict) -> list[str]:
         from report_auth import summary_rows
 
         rows += summary_rows(results["auth"])
+    if "review" in results:
+        from report_review import summary_rows as review_rows
+
+        rows += review_rows(results["review"])
     if not rows:
         return []
     return ["## Summary", ""] + _table(["Measure", "A³E", "Target", "Status", "Old system"], rows)
