@@ -35,8 +35,8 @@ from pathlib import Path
 import psutil
 
 from bench_auth import (
-    A3E, Cluster, Server, _busy, _children_cpu, _cpu_by_pid, _cpu_delta, _cpu_split, _expect, call, clean_text,
-    describe_cluster, register_and_login, server_env, start_cluster, start_server, stop_cluster, wait_quiet,
+    A3E, FOREIGN_LIMIT, Cluster, Server, _busy, _children_cpu, _cpu_by_pid, _cpu_delta, _cpu_split, _expect, call, clean_text,
+    _quiet_budget, describe_cluster, register_and_login, server_env, start_cluster, start_server, stop_cluster, wait_quiet,
 )
 from lib import HOST, clean_env, log, median, scrub_path, spawn, stop
 
@@ -482,6 +482,20 @@ def measured_run(server: Server, cluster: Cluster, url: str, **load) -> dict:
     return data
 
 
+def quiet_run(server: Server, cluster: Cluster, url: str, retries: int = 2, **load) -> dict:
+    """`measured_run`, done again (up to `retries` times, within bench_auth's waiting budget) when
+    other processes took more than a quarter of a core meanwhile."""
+    data = measured_run(server, cluster, url, **load)
+    attempts = 1
+    while (data.get("foreign_cpu") or 0) > FOREIGN_LIMIT and attempts <= retries and _quiet_budget["seconds"] > 0:
+        log(f"other processes took {data['foreign_cpu'] * 100:.0f} % of a core: waiting for quiet, then again")
+        wait_quiet(30.0)
+        data = measured_run(server, cluster, url, **load)
+        attempts += 1
+    data["attempts"] = attempts
+    return data
+
+
 def _fmt(data: dict) -> str:
     lat = data["latency_us"]
     per_request = data["server_cpu_seconds"] / max(data["requests"], 1) * 1000
@@ -749,7 +763,9 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
     result: dict = {"rounds": rounds, "duration": duration, "warmup": warmup, "connections": connections,
                     "workers": workers, "target_p95_s": TARGET_P95_S, "cpus": os.cpu_count(), "runs": {},
                     "endpoints": [[key, label, judged] for key, label, _, judged in ENDPOINTS]}
-    result["quiet_at_start_waited_s"] = wait_quiet()
+    # Waiting for a quiet machine is bounded: at most 150 s of this section's run time.
+    _quiet_budget["seconds"] = min(_quiet_budget["seconds"], 150.0)
+    result["quiet_at_start_waited_s"] = wait_quiet(30.0)
     as_of = datetime.now(timezone.utc).date()
     result["as_of"] = as_of.isoformat()
     with tempfile.TemporaryDirectory(prefix="a3e-bench-review-") as tmp:
@@ -810,8 +826,8 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
                 for conns in connections:
                     for endpoint in urls:
                         for server in order:
-                            data = measured_run(server, cluster, f"http://{HOST}:{server.port}{urls[endpoint]}",
-                                                duration=duration, connections=conns, key=key, script=script)
+                            data = quiet_run(server, cluster, f"http://{HOST}:{server.port}{urls[endpoint]}",
+                                             duration=duration, connections=conns, key=key, script=script)
                             data.update(round=round_index, connections=conns, endpoint=endpoint)
                             result["runs"].setdefault(server.key, {"label": server.label, "workers": server.workers,
                                                                    "runs": []})["runs"].append(data)

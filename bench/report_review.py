@@ -89,6 +89,13 @@ def render_review(review: dict) -> list[str]:
                              _pct(f["foreign_cpu"])])
     out += _table(["Endpoint", "Workers", "Conns", "req/s", "p50", "p95", "p99", "Errors", "Server CPU",
                    "ms CPU/req", "PostgreSQL CPU", "PG ms/req", "Response", "Other processes"], rows)
+    runs = [r for entry in review["runs"].values() for r in entry["runs"]]
+    retried = sum(1 for r in runs if r.get("attempts", 1) > 1)
+    busy = [r for r in runs if (r.get("foreign_cpu") or 0) >= 0.2]
+    if retried or busy:
+        out += [f"Other work shared the machine: {retried} of {len(runs)} runs were done again after waiting for "
+                f"quiet, and {len(busy)} still ran with other processes taking ≥ 20 % of a core (column *Other "
+                f"processes*); those runs' latencies are higher than the machine alone gives.", ""]
     verdicts = review["target_met"]
     out += [
         "**Target** (issue 5): p95 ≤ 200 ms for the matrix and gaps endpoints — "
