@@ -758,6 +758,43 @@ def _access(session, access_class, workspace_id: uuid.UUID, user_id: uuid.UUID):
 # ---------------------------------------------------------------------------------------------
 
 
+def whatif_reuse(reference: Server, cluster: Cluster, work: Path, urls: dict[str, str], key: str, catalog: str,
+                 truth: dict, as_of: date, *, connections: list[int], duration: float, warmup: float,
+                 script: Path) -> dict:
+    """The real app with the computed matrix reused (bench/whatif_review_app.py), one worker, against
+    the real one-worker server: the judged endpoints, one interleaved round."""
+    import sys
+
+    from lib import BENCH_DIR
+
+    env = server_env(work, cluster, 1)
+    env["PYTHONPATH"] = str(BENCH_DIR)
+    server = Server("whatif_reuse_w1", "real app + computed matrix reused, WEB_CONCURRENCY=1", 1,
+                    [sys.executable, str(BENCH_DIR / "whatif_review_app.py"), "--workers", "1"], env)
+    result: dict = {"label": server.label, "runs": {}}
+    try:
+        start_server(server, work)
+        result["verified"] = verify(server.port, key, catalog, truth, as_of)
+        judged = [endpoint for endpoint, _, _, counts in ENDPOINTS if counts]
+        for endpoint in judged:
+            run_wrk(f"http://{HOST}:{server.port}{urls[endpoint]}", duration=warmup, connections=min(connections),
+                    key=key, script=script)
+        for conns in connections:
+            for endpoint in judged:
+                for target in (reference, server):
+                    data = quiet_run(target, cluster, f"http://{HOST}:{target.port}{urls[endpoint]}",
+                                     duration=duration, connections=conns, key=key, script=script)
+                    data.update(round=0, connections=conns, endpoint=endpoint)
+                    result["runs"].setdefault(target.key, {"label": target.label, "workers": target.workers,
+                                                           "runs": []})["runs"].append(data)
+                    log(f"what-if {endpoint} c={conns} {target.key}: {_fmt(data)}")
+        result["verified_after"] = verify(server.port, key, catalog, truth, as_of)
+    finally:
+        if server.process is not None:
+            stop(server.process)
+    return result
+
+
 def review(*, rounds: int, duration: float, warmup: float, connections: list[int], workers: list[int],
            profile_mode: str, profile_seconds: float) -> dict:
     result: dict = {"rounds": rounds, "duration": duration, "warmup": warmup, "connections": connections,
@@ -857,6 +894,12 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
                     except Exception as exc:
                         result.setdefault("profiles", {})[endpoint] = {
                             "error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:300]}"}
+                try:
+                    result["whatif"] = whatif_reuse(single, cluster, work, urls, key, catalog["id"], truth, as_of,
+                                                    connections=connections, duration=duration, warmup=warmup,
+                                                    script=script)
+                except Exception as exc:
+                    result["whatif"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:300]}"}
         finally:
             for server in servers:
                 if server.process is not None:

@@ -134,6 +134,7 @@ def _findings(review: dict, table: dict) -> list[str]:
     elif split:
         out += [f"In-process split: {split['error']}", ""]
     out += _suggestions(review, table)
+    out += _whatif(review)
     for endpoint, prof in (review.get("profiles") or {}).items():
         if prof.get("error") or not prof.get("samples"):
             out += [f"py-spy on `{endpoint}`: {prof.get('error', 'no samples')}", ""]
@@ -204,3 +205,34 @@ def _suggestions(review: dict, table: dict) -> list[str]:
     out = ["### Suggestions for src/ (not made here)", ""]
     out += [f"{index}. {item}" for index, item in enumerate(items, 1)]
     return out + [""]
+
+
+def _whatif(review: dict) -> list[str]:
+    whatif = review.get("whatif")
+    if not whatif:
+        return []
+    if whatif.get("error"):
+        return [f"What-if (computed matrix reused): not measured: {whatif['error']}", ""]
+    table = grouped(whatif["runs"])
+    rows = []
+    for endpoint in [e for e in LABELS if e in JUDGED]:
+        for conns in review["connections"]:
+            for key, entry in _servers(whatif["runs"]):
+                f = table.get((key, endpoint, conns))
+                if f:
+                    rows.append([LABELS[endpoint], entry["label"].replace("`", ""), str(conns), f"{f['rps']:.1f}",
+                                 _ms(f["p50"]), "**" + _ms(f["p95"]) + "**", _ms(f["p99"]), str(f["errors"]),
+                                 f"{f['server_ms']:.1f}", f"{f['pg_ms']:.1f}", _pct(f["foreign_cpu"])])
+    verdicts = []
+    for conns in review["connections"]:
+        mine = [table.get(("whatif_reuse_w1", e, conns)) for e in JUDGED]
+        if all(mine):
+            verdicts.append(f"at {conns} connections {_status(all(f['p95'] <= TARGET_P95_S and not f['errors'] for f in mine))}")
+    return (["### What-if, measured: the computed matrix reused (bench/whatif_review_app.py)", "",
+             "The real app, one worker, with `build_matrix` and `lint` wrapped to keep their result per (workspace, "
+             "catalog, as_of, thresholds) and check a version with one indexed single-row SELECT per request (the "
+             "price of a review-version counter); everything else is the real request. Answers verified before "
+             "and after the load as above. Measured against the real one-worker server in the same round:", ""]
+            + _table(["Endpoint", "Server", "Conns", "req/s", "p50", "p95", "p99", "Errors", "ms CPU/req",
+                      "PG ms/req", "Other processes"], rows)
+            + ([f"Target with the reuse: {'; '.join(verdicts)}.", ""] if verdicts else []))
