@@ -35,7 +35,7 @@ from pathlib import Path
 import psutil
 
 from bench_auth import (
-    A3E, FOREIGN_LIMIT, Cluster, Server, _busy, _children_cpu, _cpu_by_pid, _cpu_delta, _cpu_split, _expect, call, clean_text,
+    A3E, FOREIGN_LIMIT, Cluster, Server, _busy, _children_cpu, _cpu_by_pid, _cpu_delta, _cpu_split, _expect, _by_position, call, clean_text,
     _quiet_budget, describe_cluster, register_and_login, server_env, start_cluster, start_server, stop_cluster, wait_quiet,
 )
 from lib import HOST, clean_env, log, median, scrub_path, spawn, stop
@@ -470,13 +470,18 @@ def measured_run(server: Server, cluster: Cluster, url: str, **load) -> dict:
     data = run_wrk(url, **load)
     wall = time.perf_counter() - started
     machine_after, wrk_cpu = psutil.cpu_times(), _children_cpu() - wrk_before
-    server_user, server_system = _cpu_split(server_before, _cpu_by_pid(server.process.pid))
+    server_after = _cpu_by_pid(server.process.pid)
+    server_user, server_system = _cpu_split(server_before, server_after)
     server_cpu = server_user + server_system
+    # Each process's share of a core, busiest first: with two workers, how evenly wrk's connections
+    # were spread over them (the kernel hands each new connection to whichever worker accepts it).
+    per_process = sorted(((sum(v) - sum(server_before.get(pid, (0.0, 0.0)))) / wall for pid, v in server_after.items()),
+                         reverse=True)
     pg_cpu = _cpu_delta(pg_before, _cpu_by_pid(cluster.process.pid))
     total = sum(machine_after) - sum(machine_before)
     busy = (_busy(machine_after) - _busy(machine_before)) / total if total else None
     foreign = None if busy is None else max(0.0, busy * (psutil.cpu_count() or 1) - (server_cpu + pg_cpu + wrk_cpu) / wall)
-    data.update(server_cpu=server_cpu / wall, server_cpu_seconds=server_cpu, pg_cpu=pg_cpu / wall,
+    data.update(server_processes_cpu=[round(x, 3) for x in per_process if x >= 0.01], server_cpu=server_cpu / wall, server_cpu_seconds=server_cpu, pg_cpu=pg_cpu / wall,
                 pg_cpu_seconds=pg_cpu, wrk_cpu=wrk_cpu / wall, machine_busy=busy, foreign_cpu=foreign,
                 loadavg1=os.getloadavg()[0])
     return data
@@ -501,6 +506,7 @@ def _fmt(data: dict) -> str:
     per_request = data["server_cpu_seconds"] / max(data["requests"], 1) * 1000
     return (f"{data['rps']:.1f} req/s, p50 {lat['p50'] / 1000:.0f} ms, p95 {lat['p95'] / 1000:.0f} ms, "
             f"p99 {lat['p99'] / 1000:.0f} ms, errors {data['errors_total']}, server CPU {data['server_cpu'] * 100:.0f} % "
+            f"{[round(x * 100) for x in data['server_processes_cpu']]} "
             f"({per_request:.1f} ms/req), PostgreSQL {data['pg_cpu'] * 100:.0f} %, other processes "
             f"{(data['foreign_cpu'] or 0) * 100:.0f} %")
 
@@ -517,6 +523,7 @@ def figures(runs: list[dict]) -> dict:
         "p99": median([r["latency_us"]["p99"] / 1e6 for r in runs]),
         "max": max(r["latency_us"]["max"] / 1e6 for r in runs),
         "server_cpu": median([r["server_cpu"] for r in runs]),
+        "processes_cpu": [median(values) for values in _by_position([r.get("server_processes_cpu") or [] for r in runs])],
         "pg_cpu": median([r["pg_cpu"] for r in runs]),
         "server_ms": median([r["server_cpu_seconds"] / r["requests"] * 1000 for r in runs if r["requests"]]),
         "pg_ms": median([r["pg_cpu_seconds"] / r["requests"] * 1000 for r in runs if r["requests"]]),

@@ -17,6 +17,13 @@ def _servers(runs: dict) -> list[tuple[str, dict]]:
     return sorted(runs.items(), key=lambda item: item[1]["workers"])
 
 
+def _server_cpu(f: dict) -> str:
+    text = _pct(f["server_cpu"])
+    if len(f.get("processes_cpu") or []) > 1:
+        text += " (" + " + ".join(_pct(x) for x in f["processes_cpu"]) + ")"
+    return text
+
+
 def summary_rows(review: dict) -> list[list[str]]:
     if review.get("error"):
         return [["Matrix and gaps p95 (PostgreSQL)", f"not measured: {review['error']}", "–", "–", "–"]]
@@ -84,7 +91,7 @@ def render_review(review: dict) -> list[str]:
                 judged = endpoint in JUDGED
                 rows.append([label, str(entry["workers"]), str(conns), f"{f['rps']:.1f}", _ms(f["p50"]),
                              ("**" + _ms(f["p95"]) + "**") if judged else _ms(f["p95"]), _ms(f["p99"]),
-                             str(f["errors"]), _pct(f["server_cpu"]), f"{f['server_ms']:.0f}",
+                             str(f["errors"]), _server_cpu(f), f"{f['server_ms']:.0f}",
                              _pct(f["pg_cpu"]), f"{f['pg_ms']:.1f}", f"{f['bytes_per_response'] / 1024:.0f} KiB",
                              _pct(f["foreign_cpu"])])
     out += _table(["Endpoint", "Workers", "Conns", "req/s", "p50", "p95", "p99", "Errors", "Server CPU",
@@ -99,8 +106,9 @@ def render_review(review: dict) -> list[str]:
     verdicts = review["target_met"]
     out += [
         "**Target** (issue 5): p95 ≤ 200 ms for the matrix and gaps endpoints — "
-        + "; ".join(f"at {c} connections {_status(v)} (best server configuration, all three reads, no errors)"
-                    for c, v in verdicts.items()) + ". The CSV export is shown for reference, not judged.",
+        + "; ".join(f"at {c} connections {_status(v)}" for c, v in verdicts.items())
+        + " (met: some server configuration keeps p95 within it on all three reads, without errors). The CSV "
+          "export is shown for reference, not judged.",
         "",
     ]
     out += _findings(review, table)
