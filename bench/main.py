@@ -23,10 +23,11 @@ from lib import BENCH_DIR, ROOT, cpu_count, install_cleanup, log  # noqa: E402
 
 from report import TARGET_LIVE_RATIO, render  # noqa: E402
 
-SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest", "mapping")
+SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest", "review", "mapping")
 # Where each section keeps its figures in RESULTS.json.
 SECTION_KEYS = {"startup": ("cold_start",), "rss": ("rss",), "import": ("import", "serve_imports"), "micro": ("micro",),
-                "http": ("http",), "auth": ("auth",), "ingest": ("ingest",), "mapping": ("mapping",)}
+                "http": ("http",), "auth": ("auth",), "ingest": ("ingest",), "review": ("review",),
+                "mapping": ("mapping",)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,6 +65,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="ingest: configurations (pg_w1, pg_w2: PostgreSQL + Redis with 1 or 2 `a3e worker` "
                              "processes; pg_w1t2: one worker running 2 jobs at once; sqlite: embedded jobs)")
     parser.add_argument("--ingest-concurrency", type=int, default=6, help="ingest: uploads in flight (default 6)")
+    parser.add_argument("--review-workers", default="1,2",
+                        help="review: WEB_CONCURRENCY values, servers run side by side (default 1,2)")
+    parser.add_argument("--review-connections", default="4,16",
+                        help="review: connections for the matrix and gaps loads (default 4,16)")
+    parser.add_argument("--review-rounds", type=int, default=None, help="review: interleaved rounds (default 2; quick 1)")
+    parser.add_argument("--review-duration", type=float, default=None,
+                        help="review: seconds per load run (default 8; quick 3)")
     parser.add_argument("--output", default=str(BENCH_DIR / "RESULTS.md"), help="where to write the report")
     parser.add_argument("--keep-others", action="store_true",
                         help="with --only: carry the other sections over from the existing RESULTS.json next to "
@@ -82,6 +90,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.login_duration = args.login_duration or (3.0 if quick else 5.0)
     args.argon2_runs = args.argon2_runs or (3 if quick else 9)
     args.whatif_duration = args.whatif_duration or (2.0 if quick else 5.0)
+    args.review_rounds = args.review_rounds or (1 if quick else 2)
+    args.review_duration = args.review_duration or (3.0 if quick else 8.0)
+    try:
+        args.review_workers = _int_list(args.review_workers)
+        args.review_connections = _int_list(args.review_connections)
+    except ValueError:
+        parser.error("--review-workers and --review-connections take comma-separated numbers")
+    if not (all(1 <= n <= 8 for n in args.review_workers) and all(1 <= n <= 64 for n in args.review_connections)
+            and 1 <= args.review_rounds <= 10 and 0 < args.review_duration <= 60):
+        parser.error("keep it bounded: --review-workers 1..8, --review-connections 1..64, --review-rounds 1..10, "
+                     "--review-duration up to 60 s")
     try:
         args.auth_workers = _int_list(args.auth_workers)
         args.read_connections = _int_list(args.read_connections)
@@ -194,7 +213,7 @@ def main(argv: list[str]) -> int:
     command = shlex.join(["bench/run", *shown])
     results: dict = {"command": command, "args": {k: v for k, v in vars(args).items() if k != "output"}}
     tool = None
-    if "http" in args.only or "auth" in args.only:
+    if "http" in args.only or "auth" in args.only or "review" in args.only:
         from bench_http import load_tool
 
         tool = load_tool(args.loadgen)
@@ -263,6 +282,24 @@ def main(argv: list[str]) -> int:
 
             log(f"ingest section failed: {exc.__class__.__name__}: {exc}")
             results["ingest"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
+    if "review" in args.only:
+        from bench_review import review
+
+        log(f"review: matrix and gaps on PostgreSQL, 1,000 documents × 500 standards, WEB_CONCURRENCY "
+            f"{','.join(map(str, args.review_workers))}")
+        try:
+            if tool != "wrk":
+                raise RuntimeError("the review section needs wrk (bench/run installs it when run as root)")
+            results["review"] = review(
+                rounds=args.review_rounds, duration=args.review_duration, warmup=args.warmup,
+                connections=args.review_connections, workers=args.review_workers, profile_mode=args.profile,
+                profile_seconds=args.profile_seconds,
+            )
+        except Exception as exc:  # the other sections' figures still get written
+            from bench_auth import clean_text
+
+            log(f"review section failed: {exc.__class__.__name__}: {exc}")
+            results["review"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
     if "mapping" in args.only:
         # The mapping engine's quality on the crosswalk sets, its calibration and its speed:
         # bench/bench_mapping.py writes bench/MAPPING.md, carried here as the section's text.

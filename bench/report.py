@@ -172,6 +172,10 @@ def render(results: dict, *, partial: bool = False) -> str:
         else:
             out += ["## Mapping engine", "", f"The section failed: {mapping.get('error')}", ""]
         out.append("")
+    if "review" in results:
+        from report_review import render_review
+
+        out += render_review(results["review"])
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
@@ -236,6 +240,10 @@ def _summary(results: dict) -> list[str]:
         from report_ingest import summary_rows as ingest_rows
 
         rows += ingest_rows(results["ingest"])
+    if "review" in results:
+        from report_review import summary_rows as review_rows
+
+        rows += review_rows(results["review"])
     if not rows:
         return []
     return ["## Summary", ""] + _table(["Measure", "A³E", "Target", "Status", "Old system"], rows)
