@@ -203,24 +203,25 @@ def render_auth(auth: dict, machine: dict) -> list[str]:
         statuses = ", ".join(f"{n} × {s}" for s, n in sorted(one.get("statuses", {}).items(), key=lambda x: x[0]))
         refused = sum(n for s, n in one.get("statuses", {}).items() if str(s) == "429")
         limits = auth.get("login_limits", {})
-        out += [
-            f"**The login throttle counts attempts in flight, not only failures.** `LoginThrottle.begin` writes "
-            f"each attempt down (and commits) *before* the password is checked, and the attempt counts against "
-            f"the limits — {limits.get('per_account', '?')} per account and address, {limits.get('per_address', '?')} "
-            f"per address, by default — until a success deletes it. "
-            f"So concurrent logins with the right password are refused once more than the limit of them are in "
-            f"flight at once. Diagnostic: {one['connections']} connections logging in to the *same* account from "
-            f"one address for {auth['login_duration']:g} s: {statuses or 'no answers'}"
-            + (f" — **{refused} refused with 429** although no password was wrong." if refused else
-               " — nothing was refused.")
-            + " With argon2id at this cost a login takes "
-            f"{_ms(argon['verify']['wall_median'], 0)} ms or more, so with the per-address limit "
-            f"({limits.get('per_address', '?')}) about {limits.get('per_address', '?')} × (1 s / that) logins "
-            f"per second from one address — a campus behind one NAT address at 9 a.m. — "
-            f"start getting 429s, and queueing under load makes each attempt last longer still. Hence "
-            f"{auth['seed']['login_accounts']} accounts in turn above.",
-            "",
-        ]
+        if refused:
+            out += [
+                f"**Correct logins were refused.** Diagnostic: {one['connections']} connections logging in to the "
+                f"*same* account from one address for {auth['login_duration']:g} s: {statuses} — **{refused} refused "
+                f"with 429** although no password was wrong. The throttle (`a3e.auth.throttle`) must let attempts "
+                f"still being checked wait instead of refusing them.",
+                "",
+            ]
+        else:
+            out += [
+                f"**Concurrent correct logins are not refused.** Diagnostic: {one['connections']} connections logging "
+                f"in to the *same* account from one address for {auth['login_duration']:g} s: {statuses}. The "
+                f"throttle (`a3e.auth.throttle`; limits {limits.get('per_account', '?')} per account and address, "
+                f"{limits.get('per_address', '?')} per address) counts failures and attempts still being checked, "
+                f"and an attempt that finds the limit reached only by attempts in flight waits for them instead "
+                f"of being refused. The table above still logs in as {auth['seed']['login_accounts']} accounts in "
+                f"turn, as in earlier runs, so that its figures compare.",
+                "",
+            ]
 
     out += _profile(auth.get("profile"), auth)
     out += _whatifs(auth)
