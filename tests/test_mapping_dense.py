@@ -271,3 +271,25 @@ def test_a_dense_job_maps_with_the_hybrid_engine(api, make_person, make_workspac
     assert "6.2.a" in {item["standard"] for item in items}
     assert all(mapping.SUGGEST_THRESHOLD <= item["confidence"] <= 1 for item in items)
     assert _engines_used(api) == {mapping.DENSE_ENGINE_NAME}
+
+
+def test_doctor_says_which_engine_maps_and_warns_where_the_dense_model_would_load(monkeypatch, tmp_path):
+    """The dense extra belongs with `a3e worker`: the operator's checklist says so, and says when
+    the setting asks for an extra that is not installed."""
+    from a3e.mapping.dense import dense_unavailable
+    from a3e.ops.doctor import OK, WARN, run_doctor
+
+    monkeypatch.setenv("A3E_DATA_DIR", str(tmp_path / "doctor-data"))
+
+    def mapping_check():
+        return next(check for check in run_doctor(timeout=1).checks if check.name == "mapping")
+
+    default = mapping_check()
+    assert default.status == OK and "BM25" in default.message
+    monkeypatch.setenv("A3E_MAPPING_DENSE", "true")
+    dense = mapping_check()
+    assert dense.status == WARN
+    if dense_unavailable():
+        assert "not installed" in dense.message and "BM25" in dense.message
+    else:  # embedded jobs (no Redis): the model would load inside the web process
+        assert "web process" in dense.message and "a3e worker" in dense.fix

@@ -72,6 +72,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
     _check_port(report, settings, problems)
     _check_email(report, settings, timeout)
     _check_jobs(report, settings, problems, timeout)
+    _check_mapping(report, settings)
     _check_stripe(report, settings)
     return report
 
@@ -368,6 +369,26 @@ def _check_jobs(report: DoctorReport, settings: Settings, problems: list[ConfigP
         return
     consumers = "run by `a3e worker` processes" + (" and inside the service" if settings.runs_embedded_jobs else "")
     report.add("jobs", OK, f"Redis at {where} answers; jobs are {consumers}")
+
+
+def _check_mapping(report: DoctorReport, settings: Settings) -> None:
+    """Which engine the mapping jobs use, and whether the dense extra is where it should be."""
+    if not settings.mapping_dense:
+        report.add("mapping", OK, "BM25 engine (the default install)")
+        return
+    from a3e.mapping.dense import dense_unavailable
+
+    missing = dense_unavailable()
+    if missing:
+        report.add("mapping", WARN, f"A3E_MAPPING_DENSE=true, but {missing}; jobs map with BM25",
+                   "install the extra where jobs run, or unset A3E_MAPPING_DENSE")
+    elif settings.runs_embedded_jobs:
+        report.add(
+            "mapping", WARN, "dense engine with embedded jobs: its model (0.5–1 GB) loads inside the web process",
+            "set A3E_REDIS_URL and run the jobs in `a3e worker` processes",
+        )
+    else:
+        report.add("mapping", OK, "dense engine (the extra is installed); mapping runs in `a3e worker` processes")
 
 
 def _check_stripe(report: DoctorReport, settings: Settings) -> None:
