@@ -84,7 +84,65 @@ class EngineConfig:
 DEFAULT_CONFIG = EngineConfig()
 
 
-class MappingEngine:
+class _Ranking:
+    """What both engines offer on top of their `score_many` and `_matches`: ranking one or many
+    passages, and the suggestions worth showing a person."""
+
+    standards: tuple[Standard, ...]
+    _by_id: dict[str, Standard]
+
+    def __len__(self) -> int:
+        return len(self.standards)
+
+    def standard(self, standard_id: str) -> Standard:
+        return self._by_id[standard_id]
+
+    def score_many(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _matches(self, row: np.ndarray, top: int) -> list[Match]:
+        raise NotImplementedError
+
+    def rank(self, text: str, *, context: str | None = None, top: int = 10) -> list[Match]:
+        """The `top` standards for a passage, best first."""
+        return self.rank_many([text], [context], top=top)[0]
+
+    def rank_many(
+        self, texts: Sequence[str], contexts: Sequence[str | None] | None = None, top: int = 10
+    ) -> list[list[Match]]:
+        """`rank` for many passages at once (scored in batches with numpy)."""
+        if contexts is not None and len(contexts) != len(texts):
+            raise ValueError("contexts must be None or have one entry per text")
+        if top < 1:
+            raise ValueError("top must be at least 1")
+        if not texts:
+            return []
+        if len(self.standards) == 0:
+            return [[] for _ in texts]
+        return [self._matches(row, top) for row in self.score_many(texts, contexts)]
+
+    def suggest(
+        self, text: str, context: str | None = None, *, threshold: float = 0.5, limit: int = 5
+    ) -> list[Match]:
+        """The matches worth showing a person: confidence at least `threshold`, at most `limit`."""
+        return self.suggest_many([text], [context], threshold=threshold, limit=limit)[0]
+
+    def suggest_many(
+        self,
+        texts: Sequence[str],
+        contexts: Sequence[str | None] | None = None,
+        *,
+        threshold: float = 0.5,
+        limit: int = 5,
+    ) -> list[list[Match]]:
+        """`suggest` for many passages at once (a whole document)."""
+        return [
+            [m for m in ranked if m.confidence >= threshold]
+            for ranked in self.rank_many(texts, contexts, top=limit)
+        ]
+
+
+class MappingEngine(_Ranking):
     def __init__(self, standards: Sequence[Standard], index: Bm25Index, config: EngineConfig) -> None:
         self.standards: tuple[Standard, ...] = tuple(standards)
         self.config = config
@@ -106,27 +164,6 @@ class MappingEngine:
         documents = [_document_terms(standard, config) for standard in standards]
         return cls(standards, Bm25Index.build(documents, k1=config.k1, b=config.b), config)
 
-    def __len__(self) -> int:
-        return len(self.standards)
-
-    def standard(self, standard_id: str) -> Standard:
-        return self._by_id[standard_id]
-
-    def rank(self, text: str, *, context: str | None = None, top: int = 10) -> list[Match]:
-        """The `top` standards for a passage, best first. Standards that share no term with the
-        passage are never returned, so empty or unrelated text gives an empty list."""
-        return self.rank_many([text], [context], top=top)[0]
-
-    def rank_many(
-        self, texts: Sequence[str], contexts: Sequence[str | None] | None = None, top: int = 10
-    ) -> list[list[Match]]:
-        """`rank` for many passages at once (scored in batches with numpy)."""
-        if contexts is not None and len(contexts) != len(texts):
-            raise ValueError("contexts must be None or have one entry per text")
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        return [self._matches(row, top) for row in self.score_many(texts, contexts)]
-
     def score_many(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
         """The BM25 score of every standard (columns, in `standards` order) for each passage (rows)."""
         queries = [
@@ -138,26 +175,6 @@ class MappingEngine:
             queries = [self._expand(q, row) for q, row in zip(queries, scores)]
             scores = self._index.score(queries)
         return scores
-
-    def suggest(
-        self, text: str, context: str | None = None, *, threshold: float = 0.5, limit: int = 5
-    ) -> list[Match]:
-        """The matches worth showing a person: confidence at least `threshold`, at most `limit`."""
-        return [m for m in self.rank(text, context=context, top=limit) if m.confidence >= threshold]
-
-    def suggest_many(
-        self,
-        texts: Sequence[str],
-        contexts: Sequence[str | None] | None = None,
-        *,
-        threshold: float = 0.5,
-        limit: int = 5,
-    ) -> list[list[Match]]:
-        """`suggest` for many passages at once (a whole document)."""
-        return [
-            [m for m in ranked if m.confidence >= threshold]
-            for ranked in self.rank_many(texts, contexts, top=limit)
-        ]
 
     def _order(self, row: np.ndarray, top: int) -> np.ndarray:
         positive = np.flatnonzero(row > 0)
@@ -280,7 +297,7 @@ def dense_query(text: str, context: str | None, headings: str) -> str:
     return f"{heading.strip()}. {text}" if heading.strip() else text
 
 
-class HybridEngine:
+class HybridEngine(_Ranking):
     """BM25 fused with dense embeddings: the same interface as `MappingEngine`.
 
     Every standard gets a fused score (the embedding ranks them all), so unlike BM25 alone a
@@ -299,6 +316,7 @@ class HybridEngine:
         self._encoder = encoder
         self._ids = lexical._ids
         self._id_rank = lexical._id_rank
+        self._by_id = lexical._by_id
 
     @classmethod
     def build(
@@ -319,29 +337,6 @@ class HybridEngine:
         vectors = encoder.encode([standard_passage(s) for s in lexical.standards])
         return cls(lexical, vectors, encoder, dense)
 
-    def __len__(self) -> int:
-        return len(self.standards)
-
-    def standard(self, standard_id: str) -> Standard:
-        return self.lexical.standard(standard_id)
-
-    def rank(self, text: str, *, context: str | None = None, top: int = 10) -> list[Match]:
-        return self.rank_many([text], [context], top=top)[0]
-
-    def rank_many(
-        self, texts: Sequence[str], contexts: Sequence[str | None] | None = None, top: int = 10
-    ) -> list[list[Match]]:
-        if contexts is not None and len(contexts) != len(texts):
-            raise ValueError("contexts must be None or have one entry per text")
-        if top < 1:
-            raise ValueError("top must be at least 1")
-        if not texts:
-            return []
-        if len(self.standards) == 0:
-            return [[] for _ in texts]
-        fused = self.score_many(texts, contexts)
-        return [self._matches(row, top) for row in fused]
-
     def score_many(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> np.ndarray:
         """The fused score of every standard (columns) for each passage (rows)."""
         config = self.config
@@ -355,24 +350,6 @@ class HybridEngine:
         # A standard BM25 gave nothing (no shared term) gets no lexical vote, not a low-rank one.
         fused += np.where(lexical > 0, config.lexical_weight / (config.rrf_k + self._ranks(lexical)), 0.0)
         return fused
-
-    def suggest(
-        self, text: str, context: str | None = None, *, threshold: float = 0.5, limit: int = 5
-    ) -> list[Match]:
-        return [m for m in self.rank(text, context=context, top=limit) if m.confidence >= threshold]
-
-    def suggest_many(
-        self,
-        texts: Sequence[str],
-        contexts: Sequence[str | None] | None = None,
-        *,
-        threshold: float = 0.5,
-        limit: int = 5,
-    ) -> list[list[Match]]:
-        return [
-            [m for m in ranked if m.confidence >= threshold]
-            for ranked in self.rank_many(texts, contexts, top=limit)
-        ]
 
     def _ranks(self, scores: np.ndarray) -> np.ndarray:
         """1-based rank of each standard in each row (score descending, ties by id)."""
