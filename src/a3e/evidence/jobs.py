@@ -41,9 +41,15 @@ def _store(context: JobContext) -> Any:
 
 
 def _mark_failed(context: JobContext, exc: BaseException, revision_id: str, *_: Any, **__: Any) -> None:
+    """The job's on_failure: retries exhausted, or an error no retry would mend."""
+    reason = getattr(exc, "reason", None) or f"processing failed: {exc.__class__.__name__}: {str(exc)[:300]}"
+    _finish_failed(context, revision_id, reason)
+
+
+def _finish_failed(context: JobContext, revision_id: str, reason: str) -> None:
+    """The revision is failed with `reason`, unless another run has made it ready meanwhile."""
     from a3e.evidence.models import Revision, RevisionStatus
 
-    reason = getattr(exc, "reason", None) or f"processing failed: {exc.__class__.__name__}: {str(exc)[:300]}"
     with context.transaction() as session:
         revision = session.get(Revision, uuid.UUID(revision_id))
         if revision is not None and revision.status != RevisionStatus.READY.value:
@@ -117,18 +123,6 @@ def process_revision(context: JobContext, revision_id: str) -> str:
     if context.runtime is not None and rows:
         context.runtime.enqueue("mapping.map_revision", revision_id)  # against every selected catalog
     return RevisionStatus.READY.value
-
-
-def _finish_failed(context: JobContext, revision_id: str, reason: str) -> None:
-    from a3e.evidence.models import Revision, RevisionStatus
-
-    with context.transaction() as session:
-        revision = session.get(Revision, uuid.UUID(revision_id))
-        if revision is not None and revision.status != RevisionStatus.READY.value:
-            revision.status = RevisionStatus.FAILED.value
-            revision.status_detail = reason
-            revision.status_changed_at = utcnow()
-    logger.info("revision %s could not be read: %s", revision_id, reason)
 
 
 @job("evidence.collect_blob", retries=5, retry_delay=10.0)

@@ -96,12 +96,13 @@ def engine_for(session: Any, selection: Any, *, dense: bool = False) -> Any | No
             .order_by(CustomStandard.position)
         ).all()
         titles = {code: title for code, title, _, _ in rows}
+        parents = {code: parent for code, _, _, parent in rows}
         standards = []
         for code, title, text, parent in rows:
             ancestors: list[str] = []
-            while parent is not None and parent in titles and len(ancestors) < 32:
+            while parent is not None and parent in titles and len(ancestors) < 32:  # the validator bounds depth
                 ancestors.append(titles[parent])
-                parent = next((p for c, _, _, p in rows if c == parent), None)
+                parent = parents[parent]
             standards.append(Standard(id=code, title=title, text=text or "", ancestors=tuple(reversed(ancestors))))
         engine = _build_engine(standards, dense)
         if len(_custom_engines) > 64:
