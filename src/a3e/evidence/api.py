@@ -5,14 +5,15 @@ new revisions, download, passages, reprocess, delete. Everything inside a worksp
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from a3e.core.database import SessionDep
 from a3e.core.errors import AppError
@@ -31,7 +32,7 @@ from a3e.evidence.schemas import (
     UploadOut,
 )
 from a3e.evidence.storage import BlobStore, BlobStoreDep
-from a3e.evidence.uploads import ReceivedFile, receive_upload
+from a3e.evidence.uploads import DEFAULT_MAX_FIELDS, ReceivedFile, receive_upload
 from a3e.workspaces.permissions import Action
 from a3e.workspaces.scoping import WorkspaceAccess, require
 
@@ -79,21 +80,36 @@ def _the_file(files: list[ReceivedFile]) -> ReceivedFile:
 async def upload_document(
     request: Request, response: Response, session: SessionDep, access: Writer, store: BlobStoreDep
 ) -> UploadOut:
-    async with receive_upload(request, max_files=1) as upload:
-        received = _the_file(upload.files)
-        metadata = _upload_fields(upload.fields)
+    def add(received: ReceivedFile, fields: dict[str, str]) -> tuple[Any, bool]:
+        metadata = _upload_fields(fields)
+        file = service.incoming_file(received.path, received.filename, received.size, received.sha256)
+        return service.add_document(session, store, request.app.state.jobs, access, file, metadata, request=request)
 
-        def add() -> UploadOut:
-            file = service.incoming_file(received.path, received.filename, received.size, received.sha256)
-            document, duplicate = service.add_document(
-                session, store, request.app.state.jobs, access, file, metadata, request=request
-            )
+    return await _upload_one(request, response, session, add, max_fields=DEFAULT_MAX_FIELDS)
+
+
+async def _upload_one(
+    request: Request,
+    response: Response,
+    session: Session,
+    add: Callable[[ReceivedFile, dict[str, str]], tuple[Any, bool]],
+    *,
+    max_fields: int,
+) -> UploadOut:
+    """Receive one file, then record it: admitted to the database only once the body is in, and
+    committed inside that admission (the connection is given back before it ends). 201 for a new
+    document or revision, 200 when the content was already there."""
+    async with receive_upload(request, max_files=1, max_fields=max_fields) as upload:
+        received = _the_file(upload.files)
+
+        def record() -> UploadOut:
+            document, duplicate = add(received, upload.fields)
             answer = service.document_out(session, document, duplicate=duplicate)
-            session.commit()  # inside the admission: the connection is given back before it ends
+            session.commit()
             return answer  # type: ignore[return-value]
 
         async with admitted(request):
-            answer = await run_in_threadpool(add)
+            answer = await run_in_threadpool(record)
     if answer.duplicate:
         response.status_code = 200
     return answer
@@ -207,25 +223,13 @@ async def upload_revision(
     document_id: DocumentId, request: Request, response: Response, session: SessionDep, access: Writer,
     store: BlobStoreDep,
 ) -> UploadOut:
-    async with receive_upload(request, max_files=1, max_fields=0) as upload:
-        received = _the_file(upload.files)
+    def add(received: ReceivedFile, _fields: dict[str, str]) -> tuple[Any, bool]:
+        # The document must exist before the file's type is worth checking (404 before 415).
+        service.get_document(session, access, document_id)
+        file = service.incoming_file(received.path, received.filename, received.size, received.sha256)
+        return service.add_revision(session, store, request.app.state.jobs, access, document_id, file, request=request)
 
-        def add() -> UploadOut:
-            # The document must exist before the file's type is worth checking.
-            service.get_document(session, access, document_id)
-            file = service.incoming_file(received.path, received.filename, received.size, received.sha256)
-            document, duplicate = service.add_revision(
-                session, store, request.app.state.jobs, access, document_id, file, request=request
-            )
-            answer = service.document_out(session, document, duplicate=duplicate)
-            session.commit()
-            return answer  # type: ignore[return-value]
-
-        async with admitted(request):
-            answer = await run_in_threadpool(add)
-    if answer.duplicate:
-        response.status_code = 200
-    return answer
+    return await _upload_one(request, response, session, add, max_fields=0)
 
 
 @router.post("/documents/{document_id}/reprocess", status_code=202, summary="Process the current revision again")
