@@ -160,12 +160,9 @@ def _add_bulk(
             except (UnsupportedFile, ExtractionFailed) as exc:
                 skipped.append(SkippedFile(name=member.name, reason=exc.reason))
                 continue
-            digest, size = hashlib.sha256(), 0
             with open(member.path, "rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    digest.update(chunk)
-                    size += len(chunk)
-            file = service.IncomingFile(member.path, name, size, digest.hexdigest(), file_kind)
+                sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+            file = service.IncomingFile(member.path, name, member.path.stat().st_size, sha256, file_kind)
             per_file = metadata.model_copy(update={"title": metadata.title and f"{metadata.title} — {name}"})
             document, duplicate = service.add_document(
                 session, store, request.app.state.jobs, access, file, per_file, request=request
