@@ -467,3 +467,36 @@ def test_missing_templates_show_in_health(make_settings, tmp_path):
     sender = EmailSender(make_settings(), templates_dir=tmp_path / "not-there")
     report = sender.health()
     assert report["status"] == "failing" and report["detail"] == "no email templates are installed"
+
+
+# The email.send job (email from background jobs)
+
+
+def test_the_email_job_delivers_a_built_in_template_and_waits_for_the_outcome(make_settings, data_dir):
+    from a3e.email.jobs import send_email
+    from a3e.jobs.registry import JobContext, spec_for
+
+    settings = make_settings(email_from=FROM)
+    context = JobContext(settings, database=None, job="email.send", job_id="t1")  # type: ignore[arg-type]
+    send_email(context, template="invitation_sent", to=TO, context_values={
+        "inviter_name": "Ada", "inviter_email": "ada@example.edu", "workspace_name": "Example College",
+        "role": "editor", "email": TO, "accept_url": "https://a3e.example.edu/accept", "expires_at": "1 Dec 2026",
+    })
+    [path] = list((data_dir / "outbox").glob("*.eml"))  # delivered before the job returned
+    message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+    assert message["To"] == TO and "Example College" in body_of(message, "plain")
+    assert spec_for("email.send").retries == 0
+
+
+def test_the_email_job_fails_at_once_on_a_bad_template_or_address(make_settings, data_dir):
+    from jinja2 import TemplateNotFound
+
+    from a3e.email.jobs import send_email
+    from a3e.jobs.registry import JobContext
+
+    context = JobContext(make_settings(email_from=FROM), database=None, job="email.send", job_id="t2")  # type: ignore[arg-type]
+    with pytest.raises(TemplateNotFound):
+        send_email(context, template="no_such_template", to=TO, context_values={})
+    with pytest.raises(InvalidRecipient):
+        send_email(context, template="invitation_sent", to="not an address\r\nBcc: x@y.z", context_values={})
+    assert not (data_dir / "outbox").exists() or not list((data_dir / "outbox").glob("*.eml"))
