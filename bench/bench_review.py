@@ -10,8 +10,10 @@ links, statuses), seeded so the run is reproducible. Before and after the load, 
 row of the CSV export and of /gaps is checked against the traffic light, counts and lint computed
 here, independently, from the seeded data. Then wrk (with a Lua reporter that also gives p95) on:
 GET /matrix (first page), /matrix?gap=amber, /gaps and /matrix/export?format=csv, at 4 and 16
-connections, interleaved rounds, with the server's and PostgreSQL's CPU measured by psutil; and,
-when the target is missed, a py-spy profile of the one-worker server under /gaps and an in-process
+connections, interleaved rounds, with the server's and PostgreSQL's CPU measured by psutil; then
+the judged reads again while one standard's status is changed through the API once a second (each
+change makes every server compute the matrix again: the service reuses a computed matrix only
+while the workspace's review version stands); and, when the target is missed, a py-spy profile of the one-worker server under /gaps and an in-process
 split of where one request's time goes (the SQL, the Python around it, the JSON).
 """
 
@@ -282,6 +284,9 @@ def seed_database(url: str, workspace_id: uuid.UUID, selection_id: uuid.UUID, us
             # Explicit ids were given: move the sequences past them, as the service's own inserts need.
             for table in ("passages", "suggestions"):
                 conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+            # Written behind the service's back: say so, as every writer must (a3e.review.versions).
+            conn.execute(text("UPDATE workspaces SET review_version = review_version + 1 WHERE id = :id"),
+                         {"id": workspace_id})
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
     finally:
@@ -765,40 +770,61 @@ def _access(session, access_class, workspace_id: uuid.UUID, user_id: uuid.UUID):
 # ---------------------------------------------------------------------------------------------
 
 
-def whatif_reuse(reference: Server, cluster: Cluster, work: Path, urls: dict[str, str], key: str, catalog: str,
-                 truth: dict, as_of: date, *, connections: list[int], duration: float, warmup: float,
-                 script: Path) -> dict:
-    """The real app with the computed matrix reused (bench/whatif_review_app.py), one worker, against
-    the real one-worker server: the judged endpoints, one interleaved round."""
-    import sys
+WRITE_INTERVAL_S = 1.0
 
-    from lib import BENCH_DIR
 
-    env = server_env(work, cluster, 1)
-    env["PYTHONPATH"] = str(BENCH_DIR)
-    server = Server("whatif_reuse_w1", "real app + computed matrix reused, WEB_CONCURRENCY=1", 1,
-                    [sys.executable, str(BENCH_DIR / "whatif_review_app.py"), "--workers", "1"], env)
-    result: dict = {"label": server.label, "runs": {}}
-    try:
-        start_server(server, work)
-        result["verified"] = verify(server.port, key, catalog, truth, as_of)
-        judged = [endpoint for endpoint, _, _, counts in ENDPOINTS if counts]
+class StatusWriter:
+    """Changes one standard's workflow status through the API once per `interval` while a load runs
+    (a liaison at work): each change bumps the workspace's review version, so every server computes
+    the matrix again once per change instead of reusing it."""
+
+    def __init__(self, port: int, token: str, workspace_id: str, code: str, interval: float) -> None:
+        import threading
+
+        self.port, self.token, self.code, self.interval = port, token, code, interval
+        self.path = f"/api/v1/workspaces/{workspace_id}/standards/{code}/status"
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.writes = 0
+        self.failures: list[str] = []
+
+    def _run(self) -> None:
+        states = ("in_progress", "not_started")
+        while not self.stop_event.wait(self.interval):
+            status, body = call(self.port, "PATCH", self.path, {"workflow": states[self.writes % 2]}, token=self.token)
+            if status == 200:
+                self.writes += 1
+            else:
+                self.failures.append(f"HTTP {status} {str(body)[:120]}")
+
+    def __enter__(self) -> StatusWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+        # Leave the standard as the seed had it (no status row's values), so the answers check out.
+        _expect("reset status", call(self.port, "PATCH", self.path, {"workflow": "not_started"}, token=self.token), 200)
+
+
+def with_writes(servers: list[Server], cluster: Cluster, urls: dict[str, str], key: str, token: str,
+                workspace_id: str, code: str, *, connections: list[int], duration: float, script: Path) -> dict:
+    """The judged reads again, on every server, while a status changes once a second."""
+    result: dict = {"interval_s": WRITE_INTERVAL_S, "code": code, "runs": {}, "writes": 0, "failures": []}
+    judged = [endpoint for endpoint, _, _, counts in ENDPOINTS if counts]
+    for conns in connections:
         for endpoint in judged:
-            run_wrk(f"http://{HOST}:{server.port}{urls[endpoint]}", duration=warmup, connections=min(connections),
-                    key=key, script=script)
-        for conns in connections:
-            for endpoint in judged:
-                for target in (reference, server):
-                    data = quiet_run(target, cluster, f"http://{HOST}:{target.port}{urls[endpoint]}",
+            for server in servers:
+                with StatusWriter(servers[0].port, token, workspace_id, code, WRITE_INTERVAL_S) as writer:
+                    data = quiet_run(server, cluster, f"http://{HOST}:{server.port}{urls[endpoint]}",
                                      duration=duration, connections=conns, key=key, script=script)
-                    data.update(round=0, connections=conns, endpoint=endpoint)
-                    result["runs"].setdefault(target.key, {"label": target.label, "workers": target.workers,
-                                                           "runs": []})["runs"].append(data)
-                    log(f"what-if {endpoint} c={conns} {target.key}: {_fmt(data)}")
-        result["verified_after"] = verify(server.port, key, catalog, truth, as_of)
-    finally:
-        if server.process is not None:
-            stop(server.process)
+                data.update(round=0, connections=conns, endpoint=endpoint, writes=writer.writes)
+                result["writes"] += writer.writes
+                result["failures"] += writer.failures
+                result["runs"].setdefault(server.key, {"label": server.label, "workers": server.workers,
+                                                       "runs": []})["runs"].append(data)
+                log(f"with writes {endpoint} c={conns} {server.key} ({writer.writes} writes): {_fmt(data)}")
     return result
 
 
@@ -876,6 +902,12 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
                             result["runs"].setdefault(server.key, {"label": server.label, "workers": server.workers,
                                                                    "runs": []})["runs"].append(data)
                             log(f"round {round_index + 1}/{rounds} {endpoint} c={conns} {server.key}: {_fmt(data)}")
+            token = _expect("login", call(first.port, "POST", "/api/v1/auth/login",
+                                          {"email": "owner@example.edu", "password": password}), 200)["access_token"]
+            code = next(c for c in seeded.codes if c not in seeded.statuses)
+            log(f"the judged reads again, with {code}'s status changed through the API every {WRITE_INTERVAL_S:g} s")
+            result["with_writes"] = with_writes(servers, cluster, urls, key, token, workspace["id"], code,
+                                                connections=connections, duration=duration, script=script)
             for server in servers:
                 result.setdefault("verified_after", {})[server.key] = verify(server.port, key, catalog["id"], truth, as_of)
             log("answers verified again after the load")
@@ -901,12 +933,6 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
                     except Exception as exc:
                         result.setdefault("profiles", {})[endpoint] = {
                             "error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:300]}"}
-                try:
-                    result["whatif"] = whatif_reuse(single, cluster, work, urls, key, catalog["id"], truth, as_of,
-                                                    connections=connections, duration=duration, warmup=warmup,
-                                                    script=script)
-                except Exception as exc:
-                    result["whatif"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:300]}"}
         finally:
             for server in servers:
                 if server.process is not None:

@@ -37,6 +37,16 @@ def summary_rows(review: dict) -> list[list[str]]:
         rows.append([f"Matrix and gaps, 1,000 documents × 500 standards: worst p95 of the three reads at {conns} "
                      f"connections", " / ".join(cells), f"≤ {_ms(TARGET_P95_S)}",
                      _status(review["target_met"].get(str(conns))), "–"])
+    writes = review.get("with_writes")
+    if writes:
+        table = grouped(writes["runs"])
+        for conns in review["connections"]:
+            cells = []
+            for key, entry in _servers(writes["runs"]):
+                worst = max((table[(key, e, conns)]["p95"] for e in JUDGED if (key, e, conns) in table), default=None)
+                cells.append(f"{_ms(worst)} (WEB_CONCURRENCY={entry['workers']})")
+            rows.append([f"The same, while a standard's status changes every {writes['interval_s']:g} s, at {conns} "
+                         f"connections", " / ".join(cells), f"≤ {_ms(TARGET_P95_S)}", "–", "–"])
     return rows
 
 
@@ -111,8 +121,47 @@ def render_review(review: dict) -> list[str]:
           "export is shown for reference, not judged.",
         "",
     ]
+    out += _with_writes(review)
     out += _findings(review, table)
     return out
+
+
+def _with_writes(review: dict) -> list[str]:
+    writes = review.get("with_writes")
+    if not writes:
+        return []
+    table = grouped(writes["runs"])
+    rows = []
+    for endpoint in [e for e in LABELS if e in JUDGED]:
+        for conns in review["connections"]:
+            for key, entry in _servers(writes["runs"]):
+                f = table.get((key, endpoint, conns))
+                if f:
+                    rows.append([LABELS[endpoint], str(entry["workers"]), str(conns), f"{f['rps']:.1f}", _ms(f["p50"]),
+                                 "**" + _ms(f["p95"]) + "**", _ms(f["p99"]), _ms(f["max"]), str(f["errors"]),
+                                 f"{f['server_ms']:.1f}", _pct(f["foreign_cpu"])])
+    verdicts = []
+    for conns in review["connections"]:
+        best = []
+        for key, _ in _servers(writes["runs"]):
+            mine = [table.get((key, e, conns)) for e in JUDGED]
+            if all(mine):
+                best.append(all(f["p95"] <= TARGET_P95_S and not f["errors"] for f in mine))
+        if best:
+            verdicts.append(f"at {conns} connections {_status(any(best))}")
+    failures = writes.get("failures") or []
+    return (["### The same reads while the workspace changes", "",
+             "A computed matrix is reused only while the workspace's review version stands; every change the matrix "
+             "depends on (documents, links, suggestions, statuses, catalogs) bumps it. The tables above are the "
+             "steady state (nothing changes during the load, so each server computes each matrix once). Here the "
+             f"judged reads run again while standard {writes['code']}'s workflow status is changed through the API "
+             f"every {writes['interval_s']:g} s ({writes['writes']} changes in all"
+             + (f", {len(failures)} refused: {failures[0]}" if failures else "")
+             + "), so each server computes the matrix again after every change: one request waits for the "
+               "computation, the others queue behind it.", ""]
+            + _table(["Endpoint", "Workers", "Conns", "req/s", "p50", "p95", "p99", "max", "Errors", "ms CPU/req",
+                      "Other processes"], rows)
+            + ([f"Target while changing once a second: {'; '.join(verdicts)}.", ""] if verdicts else []))
 
 
 def _findings(review: dict, table: dict) -> list[str]:
@@ -142,7 +191,6 @@ def _findings(review: dict, table: dict) -> list[str]:
     elif split:
         out += [f"In-process split: {split['error']}", ""]
     out += _suggestions(review, table)
-    out += _whatif(review)
     for endpoint, prof in (review.get("profiles") or {}).items():
         if prof.get("error") or not prof.get("samples"):
             out += [f"py-spy on `{endpoint}`: {prof.get('error', 'no samples')}", ""]
@@ -195,17 +243,6 @@ def _suggestions(review: dict, table: dict) -> list[str]:
             f"and the load generator. More workers are for more cores; on this one, each request has to cost less.")
     split = review.get("split") or {}
     steps = split.get("steps_ms") or {}
-    build, lint = steps.get("build_matrix"), steps.get("lint")
-    if build is not None:
-        items.append(
-            f"**Reuse the computed matrix** (`review/matrix.py`, `build_matrix`): every call — each page of "
-            f"/matrix, each filter, /gaps, the export — recomputes all 500 rows ({build:.1f} ms in-process, "
-            f"{steps.get('build_matrix: SQL', 0):.1f} ms of it in {len((split.get('statements') or {}).get('build_matrix', []))} SQL statements, the rest Python: ORM objects for "
-            f"the statuses, a StandardRow per standard) and /gaps adds the lint ({lint or 0:.1f} ms). Keeping the "
-            f"rows per (catalog selection, as_of, thresholds) together with a per-workspace review version that "
-            f"every write to links, suggestions, statuses and documents bumps (one indexed SELECT to check) turns "
-            f"a repeat read into serialization only; paging through 500 rows at 50 a page then costs one build, "
-            f"not ten. The what-if below measures it.")
     fastapi_key = next((k for k in steps if k.startswith("FastAPI's serialization")), None)
     plain = steps.get("what-if: json.dumps of the same body")
     if fastapi_key and plain is not None and steps[fastapi_key] > 1.5 * plain and steps[fastapi_key] >= 1.0:
@@ -220,56 +257,8 @@ def _suggestions(review: dict, table: dict) -> list[str]:
         items.append(
             f"Serialization is not where the time goes: FastAPI's validation and pydantic's dump_json of the "
             f"{split.get('gaps_body_bytes', 0) / 1024:.0f} KiB /gaps body take {steps[fastapi_key]:.1f} ms "
-            f"in-process (`json.dumps` of the same dict: {plain:.1f} ms), and the what-if below, which serializes "
-            f"the same body, costs about 3 ms of CPU per request in all. py-spy nonetheless puts a sizeable share of "
-            f"the GIL-holding samples in `TypeAdapter.dump_json` under load (tables below); the in-process figure and "
-            f"the what-if's total bound it, and why the profile shows more was not resolved here. Leave the routes' "
-            f"return types as they are.")
+            f"in-process (`json.dumps` of the same dict: {plain:.1f} ms). py-spy nonetheless puts a sizeable share of "
+            f"the GIL-holding samples in `TypeAdapter.dump_json` under load (tables below).")
     out = ["### Suggestions for src/ (not made here)", ""]
     out += [f"{index}. {item}" for index, item in enumerate(items, 1)]
     return out + [""]
-
-
-def _whatif(review: dict) -> list[str]:
-    whatif = review.get("whatif")
-    if not whatif:
-        return []
-    if whatif.get("error"):
-        return [f"What-if (computed matrix reused): not measured: {whatif['error']}", ""]
-    table = grouped(whatif["runs"])
-    rows = []
-    for endpoint in [e for e in LABELS if e in JUDGED]:
-        for conns in review["connections"]:
-            for key, entry in _servers(whatif["runs"]):
-                f = table.get((key, endpoint, conns))
-                if f:
-                    rows.append([LABELS[endpoint], entry["label"].replace("`", ""), str(conns), f"{f['rps']:.1f}",
-                                 _ms(f["p50"]), "**" + _ms(f["p95"]) + "**", _ms(f["p99"]), str(f["errors"]),
-                                 f"{f['server_ms']:.1f}", f"{f['pg_ms']:.1f}", _pct(f["foreign_cpu"])])
-    verdicts = []
-    for conns in review["connections"]:
-        mine = [table.get(("whatif_reuse_w1", e, conns)) for e in JUDGED]
-        if all(mine):
-            verdicts.append(f"at {conns} connections {_status(all(f['p95'] <= TARGET_P95_S and not f['errors'] for f in mine))}")
-    notes = []
-    mine_runs = (whatif["runs"].get("whatif_reuse_w1") or {}).get("runs", [])
-    per_request = sorted(r["server_cpu_seconds"] / r["requests"] for r in mine_runs if r["requests"])
-    if per_request:
-        typical = per_request[len(per_request) // 2]
-        for r in mine_runs:
-            cost = r["server_cpu_seconds"] / max(r["requests"], 1)
-            if r["latency_us"]["p95"] / 1e6 > TARGET_P95_S:
-                notes.append(f"{LABELS[r['endpoint']]} at {r['connections']} connections went over the target "
-                             f"(p95 {r['latency_us']['p95'] / 1000:.0f} ms) in a run whose server CPU per request was "
-                             f"{cost * 1000:.1f} ms against a median of {typical * 1000:.1f} ms over the what-if's runs "
-                             f"(other processes then took {_pct(r.get('foreign_cpu'))} of a core); one run each, on a "
-                             f"shared machine: run again before concluding.")
-    return (["### What-if, measured: the computed matrix reused (bench/whatif_review_app.py)", "",
-             "The real app, one worker, with `build_matrix` and `lint` wrapped to keep their result per (workspace, "
-             "catalog, as_of, thresholds) and check a version with one indexed single-row SELECT per request (the "
-             "price of a review-version counter); everything else is the real request. Answers verified before "
-             "and after the load as above. Measured against the real one-worker server in the same round:", ""]
-            + _table(["Endpoint", "Server", "Conns", "req/s", "p50", "p95", "p99", "Errors", "ms CPU/req",
-                      "PG ms/req", "Other processes"], rows)
-            + ([f"Target with the reuse: {'; '.join(verdicts)}." + "".join(" " + n for n in notes), ""]
-               if verdicts else []))

@@ -11,6 +11,7 @@ import uuid
 from sqlalchemy import delete
 
 from a3e.review.models import Suggestion
+from a3e.review.versions import review_changed
 from tests.documents import make_pdf
 from tests.test_evidence import passages, upload, wait_processed
 from tests.test_standard_statuses import select_catalog
@@ -40,6 +41,7 @@ def without_engine_suggestions(api, person, workspace, document: dict) -> None:
         time.sleep(0.1)
     with api.app.state.database.session() as session:
         session.execute(delete(Suggestion).where(Suggestion.document_id == uuid.UUID(document["id"])))
+        review_changed(session, uuid.UUID(workspace["id"]))  # a bulk statement: say whose matrix changed
         session.commit()
 
 

@@ -28,6 +28,7 @@ from a3e.evidence.extraction import Kind
 from a3e.evidence.models import Blob, Document, DocumentTag, Passage, Revision, RevisionStatus
 from a3e.evidence.schemas import DocumentDetail, DocumentMetadata, DocumentOut, RevisionOut, UploadOut
 from a3e.evidence.storage import BlobStore
+from a3e.review.versions import review_changed
 from a3e.workspaces.scoping import WorkspaceAccess
 
 logger = logging.getLogger("a3e.evidence")
@@ -411,6 +412,7 @@ def delete_document(
         details={"title": document.title, "revisions": document.revision_count},
     )
     session.execute(delete(Document).where(Document.id == document.id))
+    review_changed(session, access.workspace_id)  # its links and suggestions went with it
     session.expunge(document)
     for sha256 in hashes:
         jobs.enqueue_after_commit(session, COLLECT_JOB, sha256)
@@ -427,6 +429,7 @@ def reprocess(
     if revision.status in (RevisionStatus.QUEUED.value, RevisionStatus.PROCESSING.value):
         raise AppError("This document is already being processed", status_code=409, code="already_processing")
     session.execute(delete(Passage).where(Passage.revision_id == revision.id))
+    review_changed(session, access.workspace_id)  # the passages' links and suggestions went with them
     revision.status = RevisionStatus.QUEUED.value
     revision.status_detail = None
     revision.status_changed_at = utcnow()

@@ -8,13 +8,14 @@ import uuid
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from a3e.audit.service import csv_safe
 from a3e.core.database import SessionDep
 from a3e.core.models import utcnow
 from a3e.core.pagination import PageParams, page_params
 from a3e.review import matrix as service
+from a3e.review.matrix_cache import Computed, matrix_cache
 from a3e.workspaces.permissions import Action
 from a3e.workspaces.scoping import WorkspaceAccess, require
 
@@ -32,13 +33,21 @@ LowConfidence = Annotated[
 StaleYears = Annotated[int, Query(ge=1, le=50, description="Evidence older than this many years counts as stale")]
 
 
-def _matrix(session, access, catalog, as_of, low_confidence, stale_years) -> service.Matrix:
-    return service.build_matrix(session, access, catalog, as_of=as_of or utcnow().date(),
-                                low_confidence=low_confidence, stale_years=stale_years)
+def _matrix(request, session, access, catalog, as_of, low_confidence, stale_years) -> Computed:
+    """The catalog's matrix: the one this process computed last if nothing changed since (the
+    workspace's review version, read with the caller's access, says), else computed now."""
+    day = as_of or utcnow().date()
+    key = (access.workspace_id, catalog, day, low_confidence, stale_years)
+    return matrix_cache(request).get(
+        key, access.workspace.review_version,
+        lambda: service.build_matrix(session, access, catalog, as_of=day, low_confidence=low_confidence,
+                                     stale_years=stale_years),
+    )
 
 
 @router.get("/matrix", summary="Standards × evidence: per standard its links, documents, pending suggestions and gap status")
 def get_matrix(
+    request: Request,
     session: SessionDep,
     access: Reader,
     page: Annotated[PageParams, Depends(page_params)],
@@ -50,12 +59,13 @@ def get_matrix(
     low_confidence: LowConfidence = service.DEFAULT_LOW_CONFIDENCE,
     stale_years: StaleYears = service.DEFAULT_STALE_YEARS,
 ) -> dict[str, Any]:
-    matrix = _matrix(session, access, catalog, as_of, low_confidence, stale_years)
+    computed = _matrix(request, session, access, catalog, as_of, low_confidence, stale_years)
+    matrix = computed.matrix
     rows = service.filter_rows(matrix.rows, section=section, gap=gap, has_pending=has_pending)
     return {
         "catalog_id": matrix.standards.catalog_id,
         "as_of": matrix.as_of,
-        "counts": service.counts(matrix.rows),
+        "counts": computed.counts,
         "items": [row.as_dict() for row in rows[page.offset : page.offset + page.limit]],
         "total": len(rows),
         "limit": page.limit,
@@ -65,6 +75,7 @@ def get_matrix(
 
 @router.get("/matrix/export", summary="The whole matrix as CSV or XLSX")
 def export_matrix(
+    request: Request,
     session: SessionDep,
     access: Reader,
     catalog: Catalog,
@@ -73,7 +84,7 @@ def export_matrix(
     low_confidence: LowConfidence = service.DEFAULT_LOW_CONFIDENCE,
     stale_years: StaleYears = service.DEFAULT_STALE_YEARS,
 ) -> Response:
-    matrix = _matrix(session, access, catalog, as_of, low_confidence, stale_years)
+    matrix = _matrix(request, session, access, catalog, as_of, low_confidence, stale_years).matrix
     rows = service.export_rows(matrix)
     name = f"matrix-{matrix.as_of.isoformat()}"
     if format == "csv":
@@ -109,6 +120,7 @@ def matrix_cell(
 
 @router.get("/gaps", summary="Per standard a traffic light with its reasons, the readiness checklist, and counts")
 def get_gaps(
+    request: Request,
     session: SessionDep,
     access: Reader,
     catalog: Catalog,
@@ -116,15 +128,20 @@ def get_gaps(
     low_confidence: LowConfidence = service.DEFAULT_LOW_CONFIDENCE,
     stale_years: StaleYears = service.DEFAULT_STALE_YEARS,
 ) -> dict[str, Any]:
-    matrix = _matrix(session, access, catalog, as_of, low_confidence, stale_years)
-    return {
-        "catalog_id": matrix.standards.catalog_id,
-        "as_of": matrix.as_of,
-        "counts": service.counts(matrix.rows),
-        "standards": [
-            {"code": row.code, "title": row.title, "section": row.section, "gap_status": row.light,
-             "reasons": row.reasons}
-            for row in matrix.rows
-        ],
-        "lint": service.lint(session, access, matrix),
-    }
+    computed = _matrix(request, session, access, catalog, as_of, low_confidence, stale_years)
+    matrix = computed.matrix
+
+    def gaps() -> dict[str, Any]:
+        return {
+            "catalog_id": matrix.standards.catalog_id,
+            "as_of": matrix.as_of,
+            "counts": computed.counts,
+            "standards": [
+                {"code": row.code, "title": row.title, "section": row.section, "gap_status": row.light,
+                 "reasons": row.reasons}
+                for row in matrix.rows
+            ],
+            "lint": service.lint(session, access, matrix),
+        }
+
+    return matrix_cache(request).extra(computed, "gaps", gaps)

@@ -172,3 +172,8 @@ class MappingRun(Base):
     suggestions: Mapped[int] = mapped_column(Integer(), nullable=False, default=0)
     detail: Mapped[str | None] = mapped_column(Text())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+# The listeners that bump a workspace's review version when these tables change, registered
+# wherever the review models are loaded (the service and every worker).
+from a3e.review import versions as _versions  # noqa: E402, F401

@@ -23,6 +23,7 @@ from a3e.core.pagination import PageParams
 from a3e.standards.catalogs import Accreditor, Edition, registry
 from a3e.standards.models import CatalogSelection, CustomCatalog, CustomStandard
 from a3e.standards.validator import CatalogInvalid, ParsedCatalog
+from a3e.review.versions import review_changed
 from a3e.workspaces.scoping import WorkspaceAccess
 
 if TYPE_CHECKING:
@@ -421,6 +422,7 @@ def remove_catalog(session: Session, access: WorkspaceAccess, catalog_id: uuid.U
     else:
         details.update(accreditor=selection.accreditor_code, edition=selection.edition)
     session.execute(delete(CatalogSelection).where(CatalogSelection.id == selection.id, CatalogSelection.workspace_id == access.workspace_id))
+    review_changed(session, access.workspace_id)
     if custom is not None:
         session.execute(delete(CustomStandard).where(CustomStandard.catalog_id == custom.id, CustomStandard.workspace_id == access.workspace_id))
         session.execute(delete(CustomCatalog).where(CustomCatalog.id == custom.id, CustomCatalog.workspace_id == access.workspace_id))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from a3e.core.database import Base
@@ -20,6 +20,8 @@ class Workspace(UUIDPrimaryKey, Timestamps, Base):
 
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("users.id", ondelete="SET NULL"))
+    # Bumped when anything the matrix and gaps are computed from changes (a3e.review.versions).
+    review_version: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"), default=0, nullable=False)
 
 
 class Membership(UUIDPrimaryKey, Timestamps, Base):
