@@ -372,8 +372,9 @@ def store_event(session: Session, event: dict[str, Any], payload: str) -> bool:
             received_at=utcnow(),
         )
         .on_conflict_do_nothing(index_elements=["id"])
+        .returning(StripeEvent.id)  # a row back only when inserted (rowcount is not reliable here)
     )
-    return bool(result.rowcount)
+    return result.first() is not None
 
 
 def retry_delay(attempts: int) -> timedelta:
