@@ -247,7 +247,7 @@ def test_processing_runs_exactly_once_however_often_the_job_runs(api, college):
     assert audit_actions(api, college) == ["billing.subscription_changed"]
 
 
-def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_resumed(api, college):
+def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_resumed(api, alice, college):
     from a3e.billing import jobs as billing_jobs
     from a3e.billing import service
     from a3e.jobs import JobContext
@@ -262,6 +262,7 @@ def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_r
     database = api.app.state.database
     with database.session() as session:
         assert service.failing_events(session)[0] == 1
+    assert api.get(billing_path(college), headers=alice.headers).json()["failing_events"] == 1
     context = JobContext(api.app.state.settings, database, "billing.resume_events", "test", runtime=api.app.state.jobs)
     assert billing_jobs.resume_events(context) == {"requeued": 0}  # not due yet
     with database.session() as session:

@@ -119,3 +119,14 @@ def test_billing_is_enabled_only_when_completely_configured(make_settings):
     assert not billing_enabled(make_settings(**{**complete, "stripe_webhook_secret": None}))
     assert not billing_enabled(make_settings(**{**complete, "stripe_price_annual": "price_m"}))
     assert not billing_enabled(make_settings(**complete, disabled_features=["billing"]))
+
+
+def test_doctor_says_when_a_stripe_key_comes_without_prices_or_signing_secret(monkeypatch):
+    from a3e.ops.doctor import FAIL, run_doctor
+
+    monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_test_" + "k" * 24)
+    monkeypatch.setenv("STRIPE_PRICE_MONTHLY", "price_m")
+    checks = {check.name: check for check in run_doctor(timeout=1).checks}
+    assert checks["billing"].status == FAIL
+    assert "STRIPE_PRICE_ANNUAL, STRIPE_WEBHOOK_SECRET" in checks["billing"].message
+    assert "default plan" in checks["billing"].message

@@ -433,6 +433,13 @@ def record_failure(session: Session, event_id: str, error: str) -> None:
         return
     stored.attempts += 1
     stored.status = EventStatus.FAILED.value
+    if stored.workspace_id is None:  # so that the workspace's billing page shows it too
+        try:
+            with session.begin_nested():
+                obj = ((json.loads(stored.payload).get("data") or {}).get("object")) or {}
+                stored.workspace_id = _find_workspace(session, obj) if isinstance(obj, dict) else None
+        except Exception:  # the payload is what failed: the event stays unattributed
+            stored.workspace_id = None
     stored.last_error = error[:2000]
     stored.next_attempt_at = utcnow() + retry_delay(stored.attempts) if stored.attempts < MAX_EVENT_ATTEMPTS else None
 
