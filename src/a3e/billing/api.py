@@ -34,10 +34,11 @@ BillingManager = Annotated[WorkspaceAccess, require(Action.BILLING_MANAGE)]
 
 
 def init_billing(app: FastAPI, settings: Settings) -> None:
-    """The feature's start: one Stripe client per app (no network until the first call)."""
-    from a3e.billing.stripe_client import build_stripe_client
+    """The feature's start: one Stripe client per app, built at its first use (no import of the
+    library and no network until then)."""
+    from a3e.billing.stripe_client import LazyStripeClient
 
-    app.state.stripe = build_stripe_client(settings)
+    app.state.stripe = LazyStripeClient(settings)
 
 
 def _billing_out(session: Any, settings: Settings, access: WorkspaceAccess) -> BillingOut:
@@ -87,7 +88,7 @@ def start_checkout(
 ) -> RedirectOut:
     url = service.start_checkout(
         session,
-        request.app.state.stripe,
+        request.app.state.stripe.get(),
         request.app.state.settings,
         access,
         PlanName(body.plan),
@@ -99,7 +100,7 @@ def start_checkout(
 
 @workspace_router.post("/portal", summary="A Stripe customer-portal URL (invoices, payment method, cancel)")
 def open_portal(request: Request, session: SessionDep, access: BillingManager) -> RedirectOut:
-    url = service.open_portal(session, request.app.state.stripe, request.app.state.settings, access, request=request)
+    url = service.open_portal(session, request.app.state.stripe.get(), request.app.state.settings, access, request=request)
     return RedirectOut(url=url)
 
 

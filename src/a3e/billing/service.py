@@ -580,9 +580,10 @@ def _apply_state(account: BillingAccount, plans: Plans, event_type: str, obj: di
             account.past_due_since = None
         return True
     if event_type == "invoice.paid":
-        if account.status in _ENDED_STATUSES:
-            return False  # a late invoice does not revive a canceled subscription
-        account.status = "active"
+        if account.status in ("canceled", "incomplete_expired"):
+            return False  # a late invoice does not revive a subscription that is over
+        if account.status not in _LIVE_STATUSES:  # a trial's $0 invoice leaves it trialing
+            account.status = "active"
         account.past_due_since = None
         lines = (obj.get("lines") or {}).get("data") or []
         period_end = (lines[0].get("period") or {}).get("end") if lines else None

@@ -9,6 +9,7 @@ connects at construction; the library is imported only when billing starts.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -50,6 +51,23 @@ def build_stripe_client(settings: Settings) -> stripe.StripeClient:
         max_network_retries=settings.stripe_max_network_retries,
         http_client=stripe.HTTPXClient(timeout=settings.stripe_timeout, allow_sync_methods=True),
     )
+
+
+class LazyStripeClient:
+    """The app's client, built at its first use: importing the library costs ~150 ms, which a
+    start-up (and every deployment that never calls Stripe) should not pay."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._client: stripe.StripeClient | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> stripe.StripeClient:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = build_stripe_client(self._settings)
+        return self._client
 
 
 def call_stripe(what: str, call: Callable[[], T]) -> T:
