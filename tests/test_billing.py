@@ -491,3 +491,26 @@ def test_storage_counts_every_revision_and_an_ended_trial_adds_nothing(api, alic
                        headers=alice.headers)
     assert invited.status_code == 402
     assert api.get(f"/api/v1/workspaces/{college['id']}/documents", headers=alice.headers).status_code == 200
+
+
+def test_a_completed_checkout_links_the_customer_and_later_events_find_the_workspace_by_it(api, alice, college):
+    now = int(time.time())
+    completed = stripe_event("checkout.session.completed", {
+        "id": "cs_test_1", "object": "checkout.session", "mode": "subscription", "customer": "cus_checkout",
+        "subscription": "sub_checkout", "payment_status": "paid", "client_reference_id": college["id"],
+        "metadata": {"workspace_id": college["id"], "plan": "annual"},
+    }, created=now - 20)
+    assert send(api, completed).status_code == 200
+    assert wait_done(api, completed["id"]).status == "processed"
+    state = account(api, college)
+    assert (state.plan, state.status, state.stripe_customer_id, state.stripe_subscription_id) == (
+        "annual", "active", "cus_checkout", "sub_checkout")
+
+    # An invoice names only the customer: the stored customer id finds the workspace.
+    failed = stripe_event("invoice.payment_failed", {"object": "invoice", "customer": "cus_checkout"}, created=now - 10)
+    assert send(api, failed).status_code == 200
+    row = wait_done(api, failed["id"])
+    assert (row.status, str(row.workspace_id)) == ("processed", college["id"])
+    billing = api.get(billing_path(college), headers=alice.headers).json()
+    assert (billing["plan"], billing["status"]) == ("annual", "past_due") and billing["past_due_since"]
+    assert audit_actions(api, college) == ["billing.subscription_changed"] * 2
