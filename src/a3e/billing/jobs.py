@@ -59,9 +59,10 @@ def process_stripe_event(context: JobContext, event_id: str) -> str | None:
 def resume_events(context: JobContext) -> dict[str, int]:
     """Queue again the events left received (their job was lost) and the failed ones due another try."""
     from a3e.billing.models import EventStatus, StripeEvent
+    from a3e.billing.plans import billing_enabled
     from a3e.billing.service import MAX_EVENT_ATTEMPTS
 
-    if not context.schema_ready():
+    if not billing_enabled(context.settings) or not context.schema_ready():  # nothing to resume without Stripe
         return {"requeued": 0}
     now = utcnow()
     with context.transaction() as session:
