@@ -23,11 +23,11 @@ from lib import BENCH_DIR, ROOT, cpu_count, install_cleanup, log  # noqa: E402
 
 from report import TARGET_LIVE_RATIO, render  # noqa: E402
 
-SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest", "review", "mapping")
+SECTIONS = ("startup", "rss", "import", "micro", "http", "auth", "ingest", "review", "mapping", "billing")
 # Where each section keeps its figures in RESULTS.json.
 SECTION_KEYS = {"startup": ("cold_start",), "rss": ("rss",), "import": ("import", "serve_imports"), "micro": ("micro",),
                 "http": ("http",), "auth": ("auth",), "ingest": ("ingest",), "review": ("review",),
-                "mapping": ("mapping",)}
+                "mapping": ("mapping",), "billing": ("billing",)}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -282,6 +282,17 @@ def main(argv: list[str]) -> int:
 
             log(f"ingest section failed: {exc.__class__.__name__}: {exc}")
             results["ingest"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
+    if "billing" in args.only:
+        from bench_billing import billing
+
+        log("billing: a burst of 1,000 signed Stripe events (20 % duplicates) on PostgreSQL")
+        try:
+            results["billing"] = billing()
+        except Exception as exc:  # the other sections' figures still get written
+            from bench_auth import clean_text
+
+            log(f"billing section failed: {exc.__class__.__name__}: {exc}")
+            results["billing"] = {"error": f"{exc.__class__.__name__}: {clean_text(str(exc))[:500]}"}
     if "review" in args.only:
         from bench_review import review
 

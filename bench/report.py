@@ -176,6 +176,10 @@ def render(results: dict, *, partial: bool = False) -> str:
         from report_review import render_review
 
         out += render_review(results["review"])
+    if "billing" in results:
+        from report_billing import render_billing
+
+        out += render_billing(results["billing"])
     out += [f"_Run time: {results['elapsed_s']:.0f} s._", ""]
     return "\n".join(out)
 
@@ -244,6 +248,10 @@ def _summary(results: dict) -> list[str]:
         from report_review import summary_rows as review_rows
 
         rows += review_rows(results["review"])
+    if "billing" in results:
+        from report_billing import summary_rows as billing_rows
+
+        rows += billing_rows(results["billing"])
     if not rows:
         return []
     return ["## Summary", ""] + _table(["Measure", "A³E", "Target", "Status", "Old system"], rows)

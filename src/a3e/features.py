@@ -28,4 +28,22 @@ STORAGE = Feature(
     health=_storage_health,
 )
 
-BUILTIN_FEATURES: tuple[Feature, ...] = (STORAGE,)
+def _billing_configuration(settings: Any) -> str | None:
+    from a3e.billing.plans import configuration_problem
+
+    return configuration_problem(settings)
+
+
+BILLING = Feature(
+    name="billing",
+    title="Billing (Stripe)",
+    required_settings=("stripe_secret_key",),
+    # A key without prices or the signing secret is refused with the reason (never half-run: an
+    # event endpoint without its secret would have to trust unsigned requests).
+    validate=_billing_configuration,
+    routers="a3e.billing.api:routers",
+    init="a3e.billing.api:init_billing",
+    paths=("/api/v1/webhooks/stripe", "/api/v1/workspaces/{workspace_id}/billing"),
+)
+
+BUILTIN_FEATURES: tuple[Feature, ...] = (STORAGE, BILLING)

@@ -317,6 +317,30 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = Field(
         None, validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET")
     )
+    # ---- billing (the `billing` feature; see a3e.billing.plans) ---------------------------------
+    stripe_price_monthly: str | None = Field(None, validation_alias=AliasChoices("STRIPE_PRICE_MONTHLY"))
+    stripe_price_annual: str | None = Field(None, validation_alias=AliasChoices("STRIPE_PRICE_ANNUAL"))
+    # Where the Stripe library sends API calls; unset: Stripe itself. Tests point it at a local fake.
+    stripe_api_base: str | None = Field(None, validation_alias=AliasChoices("STRIPE_API_BASE"))
+    stripe_timeout: float = Field(10.0, gt=0, le=120, validation_alias=AliasChoices("STRIPE_TIMEOUT"))
+    stripe_max_network_retries: int = Field(2, ge=0, le=10, validation_alias=AliasChoices("STRIPE_MAX_NETWORK_RETRIES"))
+    # Seconds a signed Stripe event stays acceptable (replay protection), as Stripe's own default.
+    stripe_webhook_tolerance: int = Field(300, ge=10, le=86400, validation_alias=AliasChoices("STRIPE_WEBHOOK_TOLERANCE"))
+    billing_trial_days: int = Field(14, ge=0, le=365, validation_alias=AliasChoices("A3E_BILLING_TRIAL_DAYS"))
+    # A past-due subscription keeps its plan this long after the first failed payment.
+    billing_grace_days: int = Field(7, ge=0, le=90, validation_alias=AliasChoices("A3E_BILLING_GRACE_DAYS"))
+    # Limits per plan: "seats=5,documents=200,storage_mb=1024"; a missing limit is unlimited.
+    plan_trial_limits: str = Field(
+        "seats=5,documents=100,storage_mb=1024", validation_alias=AliasChoices("A3E_PLAN_TRIAL_LIMITS")
+    )
+    plan_monthly_limits: str = Field(
+        "seats=25,documents=5000,storage_mb=51200", validation_alias=AliasChoices("A3E_PLAN_MONTHLY_LIMITS")
+    )
+    plan_annual_limits: str = Field(
+        "seats=50,documents=20000,storage_mb=204800", validation_alias=AliasChoices("A3E_PLAN_ANNUAL_LIMITS")
+    )
+    # Every workspace's plan while billing is off (no Stripe, or disabled): unlimited for self-hosting.
+    plan_default_limits: str = Field("", validation_alias=AliasChoices("A3E_PLAN_DEFAULT_LIMITS"))
 
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", validation_alias=AliasChoices("LOG_LEVEL")
@@ -390,6 +414,26 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{text!r} is not a URL; write it as https://app.example.edu")
         return text
+
+    @field_validator("stripe_api_base", mode="before")
+    @classmethod
+    def _parse_stripe_api_base(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value).strip().rstrip("/")
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise ValueError("is not a base URL; write it as https://host[:port] (no path), or leave it unset for Stripe")
+        return text
+
+    @field_validator("plan_trial_limits", "plan_monthly_limits", "plan_annual_limits", "plan_default_limits", mode="before")
+    @classmethod
+    def _parse_plan_limits(cls, value: Any) -> Any:
+        from a3e.billing.plans import parse_limits
+
+        text = "" if value is None else str(value)
+        parse_limits(text)  # raises ValueError saying what is wrong
+        return text.strip()
 
     @field_validator("smtp_security", mode="before")
     @classmethod

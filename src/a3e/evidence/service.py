@@ -287,6 +287,9 @@ def add_document(
     existing = _existing_with_content(session, access, file.sha256)
     if existing is not None:
         return existing, True
+    from a3e.billing.service import enforce_upload_limit
+
+    enforce_upload_limit(session, jobs.settings, access.workspace_id, new_documents=1, new_bytes=file.size)  # 402 over the plan
     store.put_file(file.sha256, file.path, file.media_type)
     document = Document(
         id=uuid.uuid4(),
@@ -337,6 +340,9 @@ def add_revision(
     current = current_revision(session, document)
     if current is not None and current.sha256 == file.sha256:
         return document, True
+    from a3e.billing.service import enforce_upload_limit
+
+    enforce_upload_limit(session, jobs.settings, access.workspace_id, new_documents=0, new_bytes=file.size)  # 402 over the plan
     store.put_file(file.sha256, file.path, file.media_type)
     revision = _new_revision(session, access, document, file)
     session.flush()

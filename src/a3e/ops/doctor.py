@@ -74,6 +74,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
     _check_jobs(report, settings, problems, timeout)
     _check_mapping(report, settings)
     _check_stripe(report, settings)
+    _check_billing(report, settings, timeout if engine_ok else None)
     return report
 
 
@@ -417,6 +418,42 @@ def _check_stripe(report: DoctorReport, settings: Settings) -> None:
         report.add("STRIPE_WEBHOOK_SECRET", FAIL, "does not look like a webhook signing secret (whsec_…)")
     else:
         report.add("STRIPE_WEBHOOK_SECRET", OK, "set")
+
+
+def _check_billing(report: DoctorReport, settings: Settings, timeout: float | None) -> None:
+    """A half-configured Stripe (billing stays off: the default plan for everyone), and Stripe events
+    that fail to apply (each keeps its reason and is retried with backoff)."""
+    from a3e.billing.plans import billing_enabled, configuration_problem
+
+    if settings.stripe_secret_key is None or "billing" in settings.disabled_features:
+        return
+    problem = configuration_problem(settings)
+    if problem:
+        report.add("billing", FAIL, f"{problem}: billing is off and every workspace is on the default plan",
+                   "set the missing variables (see .env.example)")
+        return
+    if timeout is None or not billing_enabled(settings):
+        return
+    from sqlalchemy import func, select
+
+    from a3e.billing.models import EventStatus, StripeEvent
+    from a3e.core.database import build_engine, describe_db_error
+
+    try:
+        engine = build_engine(settings.model_copy(update={"db_connect_timeout": timeout}))
+        with engine.connect() as connection:
+            failed = connection.execute(
+                select(func.count(), func.max(StripeEvent.last_error)).where(StripeEvent.status == EventStatus.FAILED.value)
+            ).one()
+        engine.dispose()
+    except Exception as exc:
+        report.add("billing", WARN, f"cannot read the Stripe events: {describe_db_error(exc)}")
+        return
+    if failed[0]:
+        report.add("billing", FAIL, f"{failed[0]} Stripe events failed to apply (e.g. {str(failed[1])[:200]})",
+                   "see stripe_events.last_error; they are retried with backoff")
+    else:
+        report.add("billing", OK, "Stripe configured; no failing events")
 
 
 _SYMBOL = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}

@@ -402,6 +402,9 @@ def create_invitation(
     )
     if already is not None:
         raise Conflict(f"{email} is already a member of this workspace", code="already_member")
+    from a3e.billing.service import enforce_seat_limit
+
+    enforce_seat_limit(session, mailer.settings, access.workspace_id, invitee_email=email)  # 402 over the plan's seats
     now = utcnow()
     # A new invitation to the same address replaces any outstanding one: only the newest link works.
     replaced = list(
