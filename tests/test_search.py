@@ -344,6 +344,7 @@ def test_passages_written_before_the_migration_are_indexed(database_url):
     from sqlalchemy.orm import Session
 
     from a3e.core import migrations
+    from a3e.core.models import utcnow
     from a3e.evidence.search import SearchFilters, search_passages
     from a3e.workspaces.models import Workspace
 
@@ -351,22 +352,23 @@ def test_passages_written_before_the_migration_are_indexed(database_url):
     with engine.connect() as connection:
         command.upgrade(migrations.alembic_config(connection), "0006_evidence")
         connection.commit()
-    with Session(engine) as session:
-        workspace = Workspace(name="Early")
-        session.add(workspace)
-        session.flush()
-        document = Document(workspace_id=workspace.id, title="Early", revision_count=1)
-        session.add_all([document, Blob(sha256="e" * 64, size_bytes=1, media_type="text/plain")])
-        session.flush()
-        revision = Revision(document_id=document.id, workspace_id=workspace.id, number=1, sha256="e" * 64,
-                            size_bytes=1, filename="early.txt", kind="txt", media_type="text/plain", status="ready")
-        session.add(revision)
-        session.flush()
-        document.current_revision_id = revision.id
-        session.add(Passage(revision_id=revision.id, document_id=document.id, workspace_id=workspace.id, ordinal=0,
-                            text="Institutional effectiveness before search existed.", char_start=0, char_end=50))
-        session.commit()
-        workspace_id = workspace.id
+    # Rows as the schema of 0006 had them, written with plain table inserts (today's ORM also
+    # keeps later columns up to date, such as the workspace's review version).
+    workspace_id, document_id, revision_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as connection:
+        connection.execute(Workspace.__table__.insert().values(id=workspace_id, name="Early", created_at=utcnow(),
+                                                               updated_at=utcnow()))
+        connection.execute(Blob.__table__.insert().values(sha256="e" * 64, size_bytes=1, media_type="text/plain"))
+        connection.execute(Document.__table__.insert().values(id=document_id, workspace_id=workspace_id, title="Early",
+                                                              revision_count=1))
+        connection.execute(Revision.__table__.insert().values(
+            id=revision_id, document_id=document_id, workspace_id=workspace_id, number=1, sha256="e" * 64,
+            size_bytes=1, filename="early.txt", kind="txt", media_type="text/plain", status="ready"))
+        connection.execute(Document.__table__.update().where(Document.__table__.c.id == document_id)
+                           .values(current_revision_id=revision_id))
+        connection.execute(Passage.__table__.insert().values(
+            revision_id=revision_id, document_id=document_id, workspace_id=workspace_id, ordinal=0,
+            text="Institutional effectiveness before search existed.", char_start=0, char_end=50))
     migrations.upgrade(engine)
     with Session(engine) as session:
         results = search_passages(session, workspace_id, parse_query("effective"), SearchFilters(), limit=10, offset=0)

@@ -76,7 +76,8 @@ def _bump_versions(session: Session) -> None:
         session.execute(
             update(Workspace)
             .where(Workspace.id.in_(sorted(changed)))
-            .values(review_version=Workspace.review_version + 1)
+            # updated_at stays: it tells when the workspace itself (its name) last changed.
+            .values(review_version=Workspace.review_version + 1, updated_at=Workspace.updated_at)
             .execution_options(synchronize_session=False)
         )
 

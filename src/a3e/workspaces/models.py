@@ -21,7 +21,7 @@ class Workspace(UUIDPrimaryKey, Timestamps, Base):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     created_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(), ForeignKey("users.id", ondelete="SET NULL"))
     # Bumped when anything the matrix and gaps are computed from changes (a3e.review.versions).
-    review_version: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"), default=0, nullable=False)
+    review_version: Mapped[int] = mapped_column(BigInteger(), server_default=text("0"), nullable=False)
 
 
 class Membership(UUIDPrimaryKey, Timestamps, Base):
