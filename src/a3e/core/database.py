@@ -60,6 +60,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "a3e.standards.models",
     "a3e.evidence.models",
     "a3e.review.models",
+    "a3e.webhooks.models",
 )
 
 

@@ -28,6 +28,7 @@ class Action(StrEnum):
     STANDARDS_STATUS = "standards.status"  # move a standard's work along (not started → in review)
     STANDARDS_JUDGE = "standards.judge"  # judge compliance, and approve (or reopen) a standard's work
     LINKS_REVIEW = "links.review"  # accept or reject suggestions, link evidence to standards by hand
+    WEBHOOKS_MANAGE = "webhooks.manage"  # register outgoing webhook endpoints, see and redeliver deliveries
 
 
 _VIEWER = {Action.WORKSPACE_READ, Action.MEMBERS_READ, Action.EVIDENCE_READ}
@@ -40,6 +41,7 @@ _ADMIN = _EDITOR | {
     Action.AUDIT_READ,
     Action.CATALOGS_MANAGE,
     Action.STANDARDS_JUDGE,
+    Action.WEBHOOKS_MANAGE,
 }
 _OWNER = _ADMIN | {Action.WORKSPACE_DELETE, Action.OWNERS_MANAGE}
 
