@@ -82,7 +82,8 @@ def attempt(
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
             request = client.build_request("POST", pinned, content=content, headers=headers, extensions=extensions)
-            with client.send(request, stream=True) as response:
+            response = client.send(request, stream=True)
+            try:
                 kept = bytearray()
                 # Only the first bytes are kept; a receiver trickling an endless answer is cut off.
                 for chunk in response.iter_raw():
@@ -90,6 +91,8 @@ def attempt(
                     if len(kept) >= RESPONSE_BODY_KEPT or time.monotonic() > deadline:
                         break
                 status = response.status_code
+            finally:
+                response.close()
     except httpx.HTTPError as exc:
         return AttemptResult(False, None, _describe(exc), None, elapsed())
     text = bytes(kept[:RESPONSE_BODY_KEPT]).decode("utf-8", errors="replace") or None

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from a3e.evidence.models import Revision
-    from a3e.review.models import EvidenceLink, Suggestion
+    from a3e.review.models import EvidenceLink, StandardStatus, Suggestion
 
 EVENT_TYPES: dict[str, str] = {
     "document.processed": "A document's revision was processed: its passages are ready (or it has none).",
@@ -98,20 +98,17 @@ def link_accepted(session: Session, suggestion: Suggestion) -> dict[str, Any]:
     }
 
 
-def standard_status_changed(
-    workspace_id: uuid.UUID, catalog_id: uuid.UUID, code: str, title: str | None, after: dict[str, Any],
-    changes: dict[str, Any], changed_by_id: uuid.UUID | None,
-) -> dict[str, Any]:
+def standard_status_changed(status: StandardStatus, title: str | None, changes: dict[str, Any]) -> dict[str, Any]:
     return {
-        "workspace_id": str(workspace_id),
-        "catalog_id": str(catalog_id),
-        "standard": code,
+        "workspace_id": str(status.workspace_id),
+        "catalog_id": str(status.selection_id),
+        "standard": status.standard_code,
         "title": title,
-        "workflow": after.get("workflow"),
-        "judgment": after.get("judgment"),
-        "note": after.get("note"),
+        "workflow": status.workflow,
+        "judgment": status.judgment,
+        "note": status.note,
         "changes": changes,
-        "changed_by_id": str(changed_by_id) if changed_by_id else None,
+        "changed_by_id": str(status.updated_by_id) if status.updated_by_id else None,
     }
 
 

@@ -204,7 +204,12 @@ def _record(context: JobContext, claim: _Claim, result: AttemptResult, started: 
             endpoint.failing_since = endpoint.failing_since or started
             endpoint.last_failure_at = now
             endpoint.last_failure_reason = delivery.last_error
-        if delivery.attempts < settings.webhooks_max_attempts:
+            if reason := _should_disable(settings, endpoint):
+                _disable(context, session, endpoint, reason)
+        if endpoint is None or not endpoint.enabled:  # disabled now, or meanwhile by another attempt
+            delivery.status = DeliveryStatus.CANCELLED.value
+            delivery.next_attempt_at = None
+        elif delivery.attempts < settings.webhooks_max_attempts:
             delay = retry_delay(settings, delivery.attempts)
             delivery.status = DeliveryStatus.PENDING.value
             delivery.next_attempt_at = now + timedelta(seconds=delay)
@@ -212,10 +217,6 @@ def _record(context: JobContext, claim: _Claim, result: AttemptResult, started: 
         else:
             delivery.status = DeliveryStatus.FAILED.value
             delivery.next_attempt_at = None
-        if endpoint is not None and (reason := _should_disable(settings, endpoint)):
-            session.flush()
-            _disable(context, session, endpoint, reason)
-            session.refresh(delivery)  # the disabling cancelled it, if it was pending
         return delivery.status
 
 

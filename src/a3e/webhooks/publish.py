@@ -82,6 +82,7 @@ def publish(
         created_at=now,
     )
     session.add(event)
+    session.flush()  # the event row before its deliveries (no ORM relationship orders them)
     deliveries = [
         WebhookDelivery(
             id=uuid.uuid4(), workspace_id=workspace_id, endpoint_id=endpoint.id, event_id=event.id,

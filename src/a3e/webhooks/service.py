@@ -234,8 +234,8 @@ def list_deliveries(
         count = count.where(WebhookDelivery.status == status)
     rows = session.execute(
         statement.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id).limit(page.limit).offset(page.offset)
-    ).tuples().all()
-    return _deliveries_out(session, list(rows)), int(session.scalar(count) or 0)
+    ).all()
+    return _deliveries_out(session, [tuple(row) for row in rows]), int(session.scalar(count) or 0)
 
 
 def get_delivery(session: Session, access: WorkspaceAccess, webhook_id: uuid.UUID, delivery_id: uuid.UUID) -> DeliveryOut:
@@ -243,10 +243,10 @@ def get_delivery(session: Session, access: WorkspaceAccess, webhook_id: uuid.UUI
         access.scoped(select(WebhookDelivery, WebhookEvent), WebhookDelivery)
         .join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.id == delivery_id, WebhookDelivery.endpoint_id == webhook_id)
-    ).tuples().first()
+    ).first()
     if row is None:
         raise NotFound("Delivery not found", code="delivery_not_found", details={"delivery_id": str(delivery_id)})
-    return _deliveries_out(session, [row])[0]
+    return _deliveries_out(session, [tuple(row)])[0]
 
 
 def redeliver(
