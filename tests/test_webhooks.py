@@ -307,3 +307,29 @@ def test_only_admins_and_owners_manage_webhooks_and_other_workspaces_see_nothing
     elsewhere = api.post("/api/v1/workspaces", json={"name": "Other College"}, headers=stranger.headers).json()
     assert api.get(f"{hooks_url(elsewhere)}/{endpoint['id']}", headers=stranger.headers).status_code == 404
     assert api.get(f"{hooks_url(college)}/{endpoint['id']}", headers=owner.headers).json()["enabled"] is True
+
+
+def test_the_delivery_log_is_forgotten_after_a_month_unless_something_still_waits(api, owner, college, receiver):
+    from a3e.jobs import service as jobs_service
+    from a3e.webhooks.jobs import forget_old_events
+    from a3e.webhooks.models import WebhookAttempt
+    from a3e.webhooks.publish import publish
+
+    endpoint = register(api, owner, college, receiver.url, [STATUS])
+    change_status(api, owner, college)
+    wait_for(lambda: deliveries(api, owner, college, endpoint, status="succeeded")["items"], what="delivered")
+    runtime = api.app.state.jobs
+    jobs_service.uninstall(runtime)  # this one stays pending
+    try:
+        with api.app.state.database.session() as session:
+            waiting = publish(session, uuid.UUID(college["id"]), STATUS, {"workspace_id": college["id"]}).id
+            session.commit()
+    finally:
+        jobs_service.install(runtime)
+    with api.app.state.database.session() as session:
+        session.execute(update(WebhookEvent).values(created_at=utcnow() - timedelta(days=31)))
+        assert forget_old_events(session) == 1
+        session.commit()
+        assert list(session.scalars(select(WebhookEvent.id))) == [waiting]
+        assert [d.event_id for d in session.scalars(select(WebhookDelivery))] == [waiting]
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0

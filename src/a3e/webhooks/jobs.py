@@ -39,6 +39,8 @@ SWEEP_GRACE = timedelta(seconds=10)
 # A claim outlasts the attempt's longest possible duration by this much before the sweep retries.
 CLAIM_MARGIN = timedelta(seconds=60)
 JITTER = 0.2
+# Events, with their deliveries and attempt logs, are kept this long once nothing is pending.
+DELIVERY_LOG_KEPT = timedelta(days=30)
 
 
 def retry_delay(settings: Settings, attempts_done: int) -> float:
@@ -242,15 +244,34 @@ def deliver(context: JobContext, delivery_id: str, manual: bool = False) -> str:
     return status
 
 
+def forget_old_events(session: Session, *, older_than: timedelta = DELIVERY_LOG_KEPT) -> int:
+    """Delete events older than `older_than` that no delivery still waits for (their deliveries and
+    attempt logs go with them); returns how many."""
+    from sqlalchemy import delete
+
+    still_pending = select(WebhookDelivery.event_id).where(WebhookDelivery.status == DeliveryStatus.PENDING.value)
+    result = session.execute(
+        delete(WebhookEvent)
+        .where(WebhookEvent.created_at < utcnow() - older_than, WebhookEvent.id.not_in(still_pending))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)
+
+
 @job("webhooks.sweep", schedule=crontab(minute="*"), retries=0)
 def sweep(context: JobContext) -> int:
     """Queue every delivery that is due and not being attempted: its job was lost (the queue was
     down at commit, a worker died mid-attempt) or it is a retry whose time has come. Returns how
-    many were queued."""
+    many were queued. Once an hour, also forget the delivery log older than DELIVERY_LOG_KEPT."""
     from a3e.jobs import service as jobs
 
     if not context.schema_ready():
         return 0
+    if utcnow().minute == 0:
+        with context.transaction() as session:
+            forgotten = forget_old_events(session)
+        if forgotten:
+            logger.info("webhooks: %d events older than %d days forgotten", forgotten, DELIVERY_LOG_KEPT.days)
     with context.transaction() as session:
         due = list(
             session.scalars(
