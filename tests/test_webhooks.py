@@ -146,6 +146,7 @@ def test_a_failing_receiver_is_retried_with_backoff_and_every_attempt_is_signed_
     assert first.headers["webhook-id"] == second.headers["webhook-id"] and first.headers["webhook-id"].startswith("msg_")
     assert first.body == second.body
     assert first.headers["content-type"] == "application/json" and first.headers["user-agent"].startswith("A3E-Webhooks/")
+    assert first.headers["host"] == receiver.url.split("/")[2]  # the URL's host, though the vetted address is dialled
     for request in (first, second):
         payload = verified(endpoint["secret"], request)  # the reference library checks id, timestamp, signature
     assert payload["type"] == STATUS and payload["timestamp"].endswith("Z")

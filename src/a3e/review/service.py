@@ -172,5 +172,6 @@ def set_status(
             target_id=code,
             details={"catalog_id": str(standards.catalog_id), "title": standards.titles[code], "changes": changed},
         )
-        publish(session, access.workspace_id, "standard.status_changed", webhook_events.standard_status_changed(row, standards.titles[code], changed))
+        publish(session, access.workspace_id, "standard.status_changed",
+                webhook_events.standard_status_changed(row, standards.titles[code], changed))
     return _out(standards, code, row)

@@ -112,6 +112,14 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def vet(url: str, *, allow_http: bool, allow_private: bool) -> Target:
     """Check `url` and resolve its host; refuse it when any address it resolves to is not public
     (unless private ones are allowed). Returns the address to connect to."""
@@ -121,7 +129,7 @@ def vet(url: str, *, allow_http: bool, allow_private: bool) -> Target:
         for address in addresses:
             reason = non_public_reason(address)
             if reason:
-                shown = "" if str(address) == host.strip("[]") else f"{host} resolves to "
+                shown = "" if _is_literal(host) else f"{host} resolves to "
                 raise UnsafeAddress(
                     f"points at a non-public address ({shown}{reason}); webhooks go only to public internet "
                     "addresses unless A3E_WEBHOOKS_ALLOW_PRIVATE=true"

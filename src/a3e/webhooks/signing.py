@@ -16,6 +16,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -30,7 +34,7 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
 
 
-def _fernet(secret_key: str):  # type: ignore[no-untyped-def]
+def _fernet(secret_key: str) -> Fernet:
     from cryptography.fernet import Fernet
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF

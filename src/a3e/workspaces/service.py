@@ -588,6 +588,7 @@ def accept_invitation(
         details={"email": user.email, "role": invitation.role, "invitation_id": str(invitation.id)},
         **common,
     )
-    publish(session, workspace.id, "member.joined", webhook_events.member_joined(workspace.id, user.id, user.email, invitation.role))
+    publish(session, workspace.id, "member.joined",
+            webhook_events.member_joined(workspace.id, user.id, user.email, invitation.role))
     session.flush()
     return workspace, membership
