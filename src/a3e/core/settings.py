@@ -308,6 +308,8 @@ class Settings(BaseSettings):
         3.0, gt=0, le=60, validation_alias=AliasChoices("A3E_WEBHOOKS_CONNECT_TIMEOUT")
     )
     webhooks_timeout: float = Field(10.0, gt=0, le=120, validation_alias=AliasChoices("A3E_WEBHOOKS_TIMEOUT"))
+    # PEM certificates of extra authorities to trust for https:// receivers (a campus's own CA).
+    webhooks_ca_bundle: Path | None = Field(None, validation_alias=AliasChoices("A3E_WEBHOOKS_CA_BUNDLE"))
     # Seconds to wait before each retry (the last one repeats: the cap); jitter of ±20 % is added.
     webhooks_retry_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0],
@@ -467,6 +469,13 @@ class Settings(BaseSettings):
         if not isinstance(names, list):
             raise ValueError("must be a comma-separated list of feature names")
         return [name.lower() for name in names]
+
+    @field_validator("webhooks_ca_bundle")
+    @classmethod
+    def _ca_bundle_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file; give the path of a PEM file of CA certificates")
+        return value
 
     @field_validator("webhooks_retry_schedule", mode="before")
     @classmethod

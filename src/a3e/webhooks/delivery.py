@@ -7,6 +7,7 @@ included), only 2xx counts as success, and the connection goes to the address th
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from a3e.webhooks.address import UnsafeAddress, vet
 from a3e.webhooks.signing import signature_header
 
 if TYPE_CHECKING:
+    import ssl
+
     from a3e.core.settings import Settings
 
 USER_AGENT = f"A3E-Webhooks/{__version__}"
@@ -42,6 +45,20 @@ def _describe(exc: BaseException) -> str:
         return f"could not connect ({exc})"[:300]
     text = str(exc).strip()
     return f"{exc.__class__.__name__}: {text}"[:300] if text else exc.__class__.__name__
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(extra_authorities: str | None) -> ssl.SSLContext:
+    """The public authorities (certifi's, as httpx trusts by default), plus a campus's own; built
+    once per process, since loading the bundle costs milliseconds."""
+    import ssl
+
+    import certifi
+
+    context = ssl.create_default_context(cafile=certifi.where())
+    if extra_authorities:
+        context.load_verify_locations(cafile=extra_authorities)
+    return context
 
 
 def _host_header(host: str, port: int, scheme: str) -> str:
@@ -80,7 +97,11 @@ def attempt(
     timeout = httpx.Timeout(settings.webhooks_timeout, connect=settings.webhooks_connect_timeout)
     deadline = time.monotonic() + settings.webhooks_connect_timeout + settings.webhooks_timeout
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        tls = _tls_context(str(settings.webhooks_ca_bundle) if settings.webhooks_ca_bundle else None)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return AttemptResult(False, None, f"A3E_WEBHOOKS_CA_BUNDLE cannot be loaded ({exc})"[:500], None, elapsed())
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, verify=tls) as client:
             request = client.build_request("POST", pinned, content=content, headers=headers, extensions=extensions)
             response = client.send(request, stream=True)
             try:
