@@ -334,3 +334,37 @@ def test_the_delivery_log_is_forgotten_after_a_month_unless_something_still_wait
         assert list(session.scalars(select(WebhookEvent.id))) == [waiting]
         assert [d.event_id for d in session.scalars(select(WebhookDelivery))] == [waiting]
         assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+
+
+@pytest.mark.parametrize("webhook_settings", [{"webhooks_retry_schedule": [4.0], "webhooks_max_attempts": 5}])
+def test_a_failing_endpoint_is_probed_not_flooded_and_gets_everything_once_it_answers(api, owner, college, receiver):
+    from a3e.webhooks.publish import publish
+
+    endpoint = register(api, owner, college, receiver.url, [STATUS])
+    receiver.answer(default=500)
+    with api.app.state.database.session() as session:
+        for number in range(8):
+            publish(session, uuid.UUID(college["id"]), STATUS, {"workspace_id": college["id"], "number": number})
+        session.commit()
+    receiver.received(3)
+    time.sleep(1.0)
+    # Three failures in a row open the circuit: the other deliveries wait, their attempts unspent
+    # (an attempt already under way when it opened may still end: one per job thread).
+    assert 3 <= len(receiver.requests) <= 3 + api.app.state.settings.job_workers - 1
+    listed = deliveries(api, owner, college, endpoint)["items"]
+    assert {d["status"] for d in listed} == {"pending"}
+    waiting = [d for d in listed if d["attempts"] == 0]
+    assert len(waiting) >= 8 - len(receiver.requests)
+    # People may still try one at once.
+    tried = len(receiver.requests)
+    assert api.post(f"{hooks_url(college)}/{endpoint['id']}/deliveries/{waiting[0]['id']}/redeliver",
+                    headers=owner.headers).status_code == 202
+    receiver.received(tried + 1)
+    # The receiver recovers: the next probe succeeds, and everything waiting goes out.
+    receiver.answer(default=200)
+    wait_for(lambda: deliveries(api, owner, college, endpoint, status="succeeded")["total"] == 8, timeout=30,
+             what="every delivery succeeded")
+    numbers = {json.loads(r.body)["data"]["number"] for r in receiver.requests}
+    assert numbers == set(range(8))
+    health = api.get(f"{hooks_url(college)}/{endpoint['id']}", headers=owner.headers).json()["health"]
+    assert health["status"] == "healthy" and health["consecutive_failures"] == 0

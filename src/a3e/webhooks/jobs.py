@@ -15,7 +15,7 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -39,6 +39,12 @@ SWEEP_GRACE = timedelta(seconds=10)
 # A claim outlasts the attempt's longest possible duration by this much before the sweep retries.
 CLAIM_MARGIN = timedelta(seconds=60)
 JITTER = 0.2
+# An endpoint that failed this many attempts in a row is probed, not flooded: its deliveries wait
+# for it (without spending their attempts), and one attempt per interval — the retry schedule's, at
+# most PROBE_INTERVAL_CAP — tries it. A hanging receiver then holds a job thread once per interval,
+# not once per event, and recovers all its waiting deliveries as soon as it answers.
+CIRCUIT_OPENS_AFTER = 3
+PROBE_INTERVAL_CAP = 60.0
 # Events, with their deliveries and attempt logs, are kept this long once nothing is pending.
 DELIVERY_LOG_KEPT = timedelta(days=30)
 
@@ -61,7 +67,15 @@ class _Claim:
     secret_error: str | None
 
 
-def _claim(context: JobContext, delivery_id: uuid.UUID) -> _Claim | None:
+def endpoint_resumes_at(settings: Settings, endpoint: WebhookEndpoint) -> datetime | None:
+    """When a failing endpoint may be tried again (None: it is not failing enough to wait for)."""
+    if endpoint.consecutive_failures < CIRCUIT_OPENS_AFTER or endpoint.last_failure_at is None:
+        return None
+    interval = min(retry_delay(settings, endpoint.consecutive_failures - CIRCUIT_OPENS_AFTER + 1), PROBE_INTERVAL_CAP)
+    return endpoint.last_failure_at + timedelta(seconds=interval)
+
+
+def _claim(context: JobContext, delivery_id: uuid.UUID, *, manual: bool = False) -> _Claim | None:
     from a3e.webhooks.signing import SecretUnreadable, decrypt_secret
 
     settings = context.settings
@@ -89,6 +103,11 @@ def _claim(context: JobContext, delivery_id: uuid.UUID) -> _Claim | None:
             delivery.status = DeliveryStatus.CANCELLED.value
             delivery.next_attempt_at = None
             delivery.last_error = "the endpoint is disabled"
+            return None
+        resume = None if manual else endpoint_resumes_at(settings, endpoint)  # people may always try
+        if resume is not None and resume > now:
+            delivery.next_attempt_at = resume
+            queue_delivery(session, delivery.id, runtime=context.runtime, delay=(resume - now).total_seconds())
             return None
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else ""
         try:
@@ -228,7 +247,7 @@ def deliver(context: JobContext, delivery_id: str, manual: bool = False) -> str:
     nothing was attempted)."""
     from a3e.webhooks.delivery import AttemptResult, attempt
 
-    claim = _claim(context, uuid.UUID(delivery_id))
+    claim = _claim(context, uuid.UUID(delivery_id), manual=manual)
     if claim is None:
         return "not due"
     started = utcnow()
