@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from a3e.core.models import utcnow
 from a3e.jobs import JobContext, crontab, job
@@ -60,6 +60,7 @@ def retry_delay(settings: Settings, attempts_done: int) -> float:
 @dataclass(frozen=True)
 class _Claim:
     delivery_id: uuid.UUID
+    endpoint_id: uuid.UUID
     url: str
     message_id: str
     body: str
@@ -118,7 +119,7 @@ def _claim(context: JobContext, delivery_id: uuid.UUID, *, manual: bool = False)
             secret_error = None
         except SecretUnreadable as exc:
             secrets, secret_error = [], str(exc)
-        return _Claim(delivery.id, endpoint.url, event.id, event.payload, secrets, secret_error)
+        return _Claim(delivery.id, endpoint.id, endpoint.url, event.id, event.payload, secrets, secret_error)
 
 
 def _workspace_admins(session: Session, workspace_id: uuid.UUID) -> list[str]:
@@ -195,39 +196,47 @@ def _should_disable(settings: Settings, endpoint: WebhookEndpoint) -> str | None
 def _record(context: JobContext, claim: _Claim, result: AttemptResult, started: Any, manual: bool) -> str:
     settings = context.settings
     now = utcnow()
+    error = result.error[:500] if result.error else None
     with context.transaction() as session:
+        # The endpoint's health first, computed in SQL: this write also takes the lock (a row lock on
+        # PostgreSQL, the database's write lock on SQLite) before anything is read, so that attempts
+        # finishing at the same moment count every failure and only one of them disables it.
+        if result.succeeded:
+            health = {"consecutive_failures": 0, "failing_since": None, "last_success_at": now}
+        else:
+            health = {
+                "consecutive_failures": WebhookEndpoint.consecutive_failures + 1,
+                "failing_since": func.coalesce(WebhookEndpoint.failing_since, started),
+                "last_failure_at": now,
+                "last_failure_reason": error,
+            }
+        session.execute(
+            update(WebhookEndpoint).where(WebhookEndpoint.id == claim.endpoint_id).values(**health)
+            .execution_options(synchronize_session=False)
+        )
         delivery = session.scalar(
             select(WebhookDelivery).where(WebhookDelivery.id == claim.delivery_id).with_for_update()
         )
-        if delivery is None:
+        endpoint = session.get(WebhookEndpoint, claim.endpoint_id)
+        if delivery is None or endpoint is None:
             return "gone"  # the endpoint was deleted meanwhile
-        endpoint = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.id == delivery.endpoint_id).with_for_update())
         delivery.attempts += 1
         session.add(WebhookAttempt(
             delivery_id=delivery.id, number=delivery.attempts, manual=manual, started_at=started,
             duration_ms=result.duration_ms, succeeded=result.succeeded, status_code=result.status_code,
-            error=result.error[:500] if result.error else None, response_body=result.response_body,
+            error=error, response_body=result.response_body,
         ))
         delivery.last_attempt_at = started
         delivery.last_status_code = result.status_code
-        delivery.last_error = result.error[:500] if result.error else None
+        delivery.last_error = error
         if result.succeeded:
             delivery.status = DeliveryStatus.SUCCEEDED.value
             delivery.succeeded_at = now
             delivery.next_attempt_at = None
-            if endpoint is not None:
-                endpoint.consecutive_failures = 0
-                endpoint.failing_since = None
-                endpoint.last_success_at = now
             return delivery.status
-        if endpoint is not None:
-            endpoint.consecutive_failures += 1
-            endpoint.failing_since = endpoint.failing_since or started
-            endpoint.last_failure_at = now
-            endpoint.last_failure_reason = delivery.last_error
-            if reason := _should_disable(settings, endpoint):
-                _disable(context, session, endpoint, reason)
-        if endpoint is None or not endpoint.enabled:  # disabled now, or meanwhile by another attempt
+        if reason := _should_disable(settings, endpoint):
+            _disable(context, session, endpoint, reason)
+        if not endpoint.enabled:  # disabled now, or meanwhile by another attempt or a person
             delivery.status = DeliveryStatus.CANCELLED.value
             delivery.next_attempt_at = None
         elif delivery.attempts < settings.webhooks_max_attempts:
