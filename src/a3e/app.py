@@ -53,9 +53,11 @@ def core_routers() -> list:
     from a3e.review.links_api import router as review_links
     from a3e.review.matrix_api import router as review_matrix
     from a3e.standards.api import routers as standards
+    from a3e.webhooks.api import router as webhooks
     from a3e.workspaces.api import router as workspaces
 
-    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review, review_links, review_matrix]
+    return [auth, workspaces, api_keys, audit, *standards, evidence, search, review, review_links, review_matrix,
+            webhooks]
 
 
 def builtin_features() -> list[Feature]:

@@ -61,6 +61,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "a3e.evidence.models",
     "a3e.review.models",
     "a3e.billing.models",
+    "a3e.webhooks.models",
 )
 
 

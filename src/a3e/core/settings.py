@@ -298,6 +298,32 @@ class Settings(BaseSettings):
     s3_connect_timeout: float = Field(5.0, gt=0, le=60, validation_alias=AliasChoices("A3E_S3_CONNECT_TIMEOUT"))
     s3_read_timeout: float = Field(60.0, gt=0, le=600, validation_alias=AliasChoices("A3E_S3_READ_TIMEOUT"))
     s3_max_attempts: int = Field(3, ge=1, le=10, validation_alias=AliasChoices("A3E_S3_MAX_ATTEMPTS"))
+    # ---- outgoing webhooks ---------------------------------------------------------------------
+    # Deliveries to loopback, private, link-local or otherwise non-public addresses are refused
+    # unless this is true (tests, on-premises receivers on the campus network).
+    webhooks_allow_private: bool = Field(False, validation_alias=AliasChoices("A3E_WEBHOOKS_ALLOW_PRIVATE"))
+    # Plain http:// endpoints: allowed by default only outside production.
+    webhooks_allow_http: bool | None = Field(None, validation_alias=AliasChoices("A3E_WEBHOOKS_ALLOW_HTTP"))
+    webhooks_connect_timeout: float = Field(
+        3.0, gt=0, le=60, validation_alias=AliasChoices("A3E_WEBHOOKS_CONNECT_TIMEOUT")
+    )
+    webhooks_timeout: float = Field(10.0, gt=0, le=120, validation_alias=AliasChoices("A3E_WEBHOOKS_TIMEOUT"))
+    # PEM certificates of extra authorities to trust for https:// receivers (a campus's own CA).
+    webhooks_ca_bundle: Path | None = Field(None, validation_alias=AliasChoices("A3E_WEBHOOKS_CA_BUNDLE"))
+    # Seconds to wait before each retry (the last one repeats: the cap); jitter of ±20 % is added.
+    webhooks_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0, 21600.0],
+        validation_alias=AliasChoices("A3E_WEBHOOKS_RETRY_SCHEDULE"),
+    )
+    webhooks_max_attempts: int = Field(8, ge=1, le=50, validation_alias=AliasChoices("A3E_WEBHOOKS_MAX_ATTEMPTS"))
+    # An endpoint is disabled once it has failed this many attempts in a row AND has been failing
+    # for this many hours: a receiver down for a short deploy is not disabled by a burst of events.
+    webhooks_disable_after_failures: int = Field(
+        30, ge=1, le=100000, validation_alias=AliasChoices("A3E_WEBHOOKS_DISABLE_AFTER_FAILURES")
+    )
+    webhooks_disable_after_hours: float = Field(
+        24.0, ge=0, le=24 * 90, validation_alias=AliasChoices("A3E_WEBHOOKS_DISABLE_AFTER_HOURS")
+    )
     # ---- background jobs -----------------------------------------------------------------------
     # Set: jobs go through this Redis, to `a3e worker` processes on any machine. Unset: an embedded
     # queue in the data directory. Holds the Redis password: kept out of repr().
@@ -488,6 +514,30 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of feature names")
         return [name.lower() for name in names]
 
+    @field_validator("webhooks_ca_bundle")
+    @classmethod
+    def _ca_bundle_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{str(value)!r} is not a file; give the path of a PEM file of CA certificates")
+        return value
+
+    @field_validator("webhooks_retry_schedule", mode="before")
+    @classmethod
+    def _parse_retry_schedule(cls, value: Any) -> Any:
+        entries = _split_list(value)
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("must be a comma-separated list of seconds, e.g. 5,30,120,600,3600")
+        delays = []
+        for entry in entries:
+            try:
+                delay = float(entry)
+            except (TypeError, ValueError):
+                raise ValueError(f"{entry!r} is not a number of seconds") from None
+            if not 0 <= delay <= 7 * 86400:
+                raise ValueError(f"{entry!r}: each delay is from 0 to 604800 seconds (a week)")
+            delays.append(delay)
+        return delays
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _parse_database_url(cls, value: Any) -> Any:
@@ -549,6 +599,11 @@ class Settings(BaseSettings):
     def runs_embedded_jobs(self) -> bool:
         """Whether the web process consumes jobs: by default only when there is no Redis."""
         return self.jobs_embedded if self.jobs_embedded is not None else self.redis_url is None
+
+    @property
+    def webhooks_http_allowed(self) -> bool:
+        """Plain http:// webhook endpoints: by default only outside production."""
+        return self.webhooks_allow_http if self.webhooks_allow_http is not None else not self.is_production
 
     @property
     def jobs_queue_file(self) -> Path:

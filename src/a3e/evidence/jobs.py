@@ -19,6 +19,8 @@ from sqlalchemy import insert, select
 
 from a3e.core.models import utcnow
 from a3e.jobs import JobContext, crontab, job
+from a3e.webhooks import events as webhook_events
+from a3e.webhooks.publish import publish
 
 logger = logging.getLogger("a3e.evidence")
 
@@ -56,6 +58,8 @@ def _finish_failed(context: JobContext, revision_id: str, reason: str) -> None:
             revision.status = RevisionStatus.FAILED.value
             revision.status_detail = reason
             revision.status_changed_at = utcnow()
+            publish(session, revision.workspace_id, "document.failed", webhook_events.document_failed(session, revision),
+                    runtime=context.runtime)
     logger.warning("revision %s failed: %s", revision_id, reason)
 
 
@@ -120,6 +124,8 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         revision.page_count = extracted.page_count
         revision.passage_count = len(rows)
         revision.character_count = len(extracted.text)
+        publish(session, revision.workspace_id, "document.processed",
+                webhook_events.document_processed(session, revision), runtime=context.runtime)
     if context.runtime is not None and rows:
         context.runtime.enqueue("mapping.map_revision", revision_id)  # against every selected catalog
     return RevisionStatus.READY.value

@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     from a3e.core.settings import Settings
 
 # Every module that declares jobs. Add a domain's `jobs` module here (e.g. "a3e.evidence.jobs").
-JOB_MODULES: tuple[str, ...] = ("a3e.jobs.housekeeping", "a3e.email.jobs", "a3e.evidence.jobs", "a3e.review.mapping", "a3e.billing.jobs")
+JOB_MODULES: tuple[str, ...] = (
+    "a3e.jobs.housekeeping", "a3e.email.jobs", "a3e.evidence.jobs", "a3e.review.mapping", "a3e.billing.jobs",
+    "a3e.webhooks.jobs",
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 

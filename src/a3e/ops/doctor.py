@@ -73,6 +73,7 @@ def run_doctor(timeout: float = 3.0, features: Sequence | None = None) -> Doctor
     _check_email(report, settings, timeout)
     _check_jobs(report, settings, problems, timeout)
     _check_mapping(report, settings)
+    _check_webhooks(report, settings)
     _check_stripe(report, settings)
     _check_billing(report, settings, timeout if engine_ok else None)
     return report
@@ -390,6 +391,24 @@ def _check_mapping(report: DoctorReport, settings: Settings) -> None:
         )
     else:
         report.add("mapping", OK, "dense engine (the extra is installed); mapping runs in `a3e worker` processes")
+
+
+def _check_webhooks(report: DoctorReport, settings: Settings) -> None:
+    """Outgoing webhooks: where deliveries may go, and how failing endpoints are retried and disabled."""
+    policy = (
+        f"{settings.webhooks_max_attempts} attempts per delivery; endpoints disabled after "
+        f"{settings.webhooks_disable_after_failures} failures over {settings.webhooks_disable_after_hours:g} h"
+    )
+    if settings.webhooks_allow_private:
+        status = WARN if settings.is_production else OK
+        report.add("webhooks", status, f"deliveries may go to private and loopback addresses (A3E_WEBHOOKS_ALLOW_PRIVATE); {policy}",
+                   "leave A3E_WEBHOOKS_ALLOW_PRIVATE unset unless the receivers are on your own network"
+                   if status == WARN else None)
+    elif settings.is_production and settings.webhooks_http_allowed:
+        report.add("webhooks", WARN, f"plain http:// endpoints are allowed in production; {policy}",
+                   "unset A3E_WEBHOOKS_ALLOW_HTTP: deliveries then need https://")
+    else:
+        report.add("webhooks", OK, f"deliveries only to public addresses{'' if settings.webhooks_http_allowed else ' over https'}; {policy}")
 
 
 def _check_stripe(report: DoctorReport, settings: Settings) -> None:

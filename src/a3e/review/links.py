@@ -23,6 +23,8 @@ from a3e.evidence.service import get_document
 from a3e.review.models import EvidenceLink, LinkOrigin, Suggestion, SuggestionStatus
 from a3e.review.schemas import LinkCreate, LinkOut, PassageRef, SuggestionOut
 from a3e.review.service import resolve
+from a3e.webhooks import events as webhook_events
+from a3e.webhooks.publish import publish
 from a3e.workspaces.scoping import WorkspaceAccess
 
 
@@ -76,6 +78,7 @@ def add_link(session: Session, access: WorkspaceAccess, body: LinkCreate, *, req
         details={"catalog_id": str(standards.catalog_id), "document_id": str(document.id), "title": document.title,
                  "passage_id": body.passage_id, "origin": "manual"},
     )
+    publish(session, access.workspace_id, "link.created", webhook_events.link_created(link))
     return link
 
 
@@ -194,6 +197,7 @@ def accept(session: Session, access: WorkspaceAccess, suggestion_id: int, *, req
                  "document_id": str(suggestion.document_id), "passage_id": suggestion.passage_id,
                  "confidence": round(suggestion.confidence, 4)},
     )
+    publish(session, access.workspace_id, "link.accepted", webhook_events.link_accepted(session, suggestion))
     return suggestion
 
 

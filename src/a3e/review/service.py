@@ -21,6 +21,8 @@ from a3e.review.models import Judgment, StandardStatus, Workflow
 from a3e.review.schemas import StandardStatusOut, StatusChange
 from a3e.standards.models import CatalogSelection, CustomStandard
 from a3e.standards.service import CatalogView, get_catalog
+from a3e.webhooks import events as webhook_events
+from a3e.webhooks.publish import publish
 from a3e.workspaces.permissions import Action
 from a3e.workspaces.scoping import WorkspaceAccess
 
@@ -170,4 +172,6 @@ def set_status(
             target_id=code,
             details={"catalog_id": str(standards.catalog_id), "title": standards.titles[code], "changes": changed},
         )
+        publish(session, access.workspace_id, "standard.status_changed",
+                webhook_events.standard_status_changed(row, standards.titles[code], changed))
     return _out(standards, code, row)

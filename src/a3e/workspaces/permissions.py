@@ -30,6 +30,7 @@ class Action(StrEnum):
     LINKS_REVIEW = "links.review"  # accept or reject suggestions, link evidence to standards by hand
     BILLING_READ = "billing.read"  # see the plan, its limits and usage
     BILLING_MANAGE = "billing.manage"  # subscribe (checkout), open the customer portal
+    WEBHOOKS_MANAGE = "webhooks.manage"  # register outgoing webhook endpoints, see and redeliver deliveries
 
 
 _VIEWER = {Action.WORKSPACE_READ, Action.MEMBERS_READ, Action.EVIDENCE_READ}
@@ -44,6 +45,7 @@ _ADMIN = _EDITOR | {
     Action.STANDARDS_JUDGE,
     Action.BILLING_READ,
     Action.BILLING_MANAGE,
+    Action.WEBHOOKS_MANAGE,
 }
 _OWNER = _ADMIN | {Action.WORKSPACE_DELETE, Action.OWNERS_MANAGE}
 

@@ -26,6 +26,8 @@ from a3e.core.errors import AppError, Conflict, NotFound
 from a3e.core.models import utcnow
 from a3e.core.pagination import PageParams
 from a3e.core.security import new_token, token_digest
+from a3e.webhooks import events as webhook_events
+from a3e.webhooks.publish import publish
 from a3e.workspaces.models import Invitation, Membership, Workspace
 from a3e.workspaces.permissions import Action, Role
 from a3e.workspaces.scoping import WorkspaceAccess, not_found
@@ -589,5 +591,7 @@ def accept_invitation(
         details={"email": user.email, "role": invitation.role, "invitation_id": str(invitation.id)},
         **common,
     )
+    publish(session, workspace.id, "member.joined",
+            webhook_events.member_joined(workspace.id, user.id, user.email, invitation.role))
     session.flush()
     return workspace, membership

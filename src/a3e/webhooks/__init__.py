@@ -1,0 +1,2 @@
+"""Outgoing webhooks: endpoints a workspace registers, events published by the domains, and their
+signed, retried, logged deliveries (Standard Webhooks)."""
