@@ -101,3 +101,32 @@ def test_an_endpoint_hears_only_what_it_subscribed_to_and_only_from_its_workspac
     wait_for(lambda: api.get(f"/api/v1/workspaces/{college['id']}/mapping", headers=owner.headers).json()["complete"],
              timeout=60, what="mapping done")
     assert [json.loads(r.body)["type"] for r in receiver.requests] == ["standard.status_changed"]
+
+
+def test_a_revision_the_stall_sweep_gives_up_on_publishes_document_failed(api, make_person, make_workspace, receiver,
+                                                                           tmp_path):
+    import uuid
+    from datetime import timedelta
+
+    from a3e.core.models import utcnow
+    from a3e.evidence import jobs as evidence_jobs
+    from a3e.evidence.models import Revision
+    from a3e.jobs import JobContext
+
+    owner = make_person()
+    college = make_workspace(owner)
+    secret = register(api, owner, college, receiver.url, ["document.failed"])["secret"]
+    path = tmp_path / "stuck.txt"
+    path.write_text("A document whose workers kept dying.")
+    document = upload(api, owner, college, path).json()
+    wait_processed(api, owner, college, document["id"])
+    with api.app.state.database.session() as session:
+        revision = session.get(Revision, uuid.UUID(document["current_revision"]["id"]))
+        revision.status, revision.status_changed_at = "processing", utcnow() - timedelta(hours=1)
+        revision.attempts = evidence_jobs.MAX_PROCESSING_ATTEMPTS
+        session.commit()
+    context = JobContext(api.app.state.settings, api.app.state.database, "evidence.resume_stalled", "test",
+                         runtime=api.app.state.jobs)
+    assert evidence_jobs.resume_stalled(context)["failed"] == 1
+    [failed] = events_of(receiver, secret, "document.failed")
+    assert failed["data"]["document_id"] == document["id"] and "did not finish" in failed["data"]["reason"]

@@ -166,6 +166,8 @@ def resume_stalled(context: JobContext) -> dict[str, int]:
             if revision.attempts >= MAX_PROCESSING_ATTEMPTS:
                 revision.status = RevisionStatus.FAILED.value
                 revision.status_detail = f"processing did not finish after {revision.attempts} attempts"
+                publish(session, revision.workspace_id, "document.failed",
+                        webhook_events.document_failed(session, revision), runtime=context.runtime)
                 failed += 1
             else:
                 revision.status = RevisionStatus.QUEUED.value
