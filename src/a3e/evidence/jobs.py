@@ -68,6 +68,7 @@ def process_revision(context: JobContext, revision_id: str) -> str:
     """Extract a revision's text into passages. Returns the revision's final status."""
     from a3e.evidence.extraction import ExtractionFailed, UnsupportedFile, extract_isolated, split_passages
     from a3e.evidence.models import Passage, Revision, RevisionStatus
+    from a3e.evidence.service import hold_document
     from a3e.evidence.storage import LocalBlobStore
 
     with context.transaction() as session:
@@ -79,7 +80,7 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         revision.status = RevisionStatus.PROCESSING.value
         revision.status_changed_at = utcnow()
         revision.attempts += 1
-        sha256, kind = revision.sha256, revision.kind
+        sha256, kind, document_id = revision.sha256, revision.kind, revision.document_id
 
     store = _store(context)
     try:
@@ -96,6 +97,8 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         return RevisionStatus.FAILED.value
 
     with context.transaction() as session:
+        if not hold_document(session, document_id):  # the document first: see hold_document
+            return "gone"
         revision = session.scalar(select(Revision).where(Revision.id == uuid.UUID(revision_id)).with_for_update())
         if revision is None:
             return "gone"

@@ -100,6 +100,20 @@ def get_document(session: Session, access: WorkspaceAccess, document_id: uuid.UU
     return document
 
 
+def hold_document(session: Session, document_id: uuid.UUID) -> bool:
+    """Before a background job writes rows under a document (passages, suggestions, mapping runs):
+    take the document's row in key-share mode, first; False when it is gone.
+
+    Deleting or reprocessing a document locks its row FOR UPDATE and then deletes its children. A
+    job that locked a child first (its revision, a mapping run) and reached the document only
+    through a foreign-key check of a later insert would wait on the deleter while the deleter waits
+    on it: a deadlock. Taking the document first gives everyone the same order. Key-share does not
+    block other jobs, nor the document's metadata being edited. (SQLite locks the whole database.)
+    """
+    statement = select(Document.id).where(Document.id == document_id).with_for_update(key_share=True)
+    return session.scalar(statement) is not None
+
+
 def get_revision(session: Session, access: WorkspaceAccess, document_id: uuid.UUID, revision_id: uuid.UUID) -> Revision:
     revision = session.scalar(
         access.scoped(select(Revision), Revision).where(Revision.document_id == document_id, Revision.id == revision_id)

@@ -115,11 +115,14 @@ def map_revision_now(session: Any, revision_id: uuid.UUID, *, dense: bool = Fals
     """Map one revision against each of its workspace's catalogs; returns suggestions added per catalog.
     `dense` asks for the hybrid engine; without the dense extra it falls back to BM25 (logged)."""
     from a3e.evidence.models import Passage, Revision, RevisionStatus
+    from a3e.evidence.service import hold_document
     from a3e.review.models import MappingRun, Suggestion, SuggestionStatus
     from a3e.standards.models import CatalogSelection
 
     revision = session.get(Revision, revision_id)
     if revision is None or revision.status != RevisionStatus.READY.value:
+        return {}
+    if not hold_document(session, revision.document_id):  # before any insert under it: see hold_document
         return {}
     passages = session.execute(
         select(Passage.id, Passage.text, Passage.heading).where(Passage.revision_id == revision.id).order_by(Passage.ordinal)
