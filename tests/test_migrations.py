@@ -141,3 +141,32 @@ def test_the_database_refuses_two_open_invitations_to_one_address(database_url):
         with pytest.raises(IntegrityError):
             session.commit()
     engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics():
+    assert migrations._heads_from_files() == migrations.head_revisions()
+
+
+def test_an_up_to_date_database_is_recognised_without_loading_alembic(tmp_path):
+    """The readiness check at start-up: at head, no Alembic import; one behind, Alembic says so."""
+    url = f"sqlite:///{tmp_path / 'ready.db'}"
+    engine = create_engine(url)
+    migrations.upgrade(engine)
+    engine.dispose()
+    probe = (
+        "import sys; from sqlalchemy import create_engine; from a3e.core import migrations\n"
+        f"engine = create_engine({url!r})\n"
+        "with engine.connect() as connection: result = migrations.status(connection)\n"
+        "print(result.status, 'alembic' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["ok", "False"], done.stdout + done.stderr
+
+    engine = create_engine(url)
+    [head] = migrations.head_revisions()
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = '0012_billing'"))
+    with engine.connect() as connection:
+        behind = migrations.status(connection)
+    engine.dispose()
+    assert head != "0012_billing" and not behind.ok and "pending" in behind.detail
