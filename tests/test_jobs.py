@@ -189,7 +189,8 @@ def test_two_consumers_on_one_queue_run_each_job_exactly_once(runtimes, data_dir
     assert runners == {str(os.getpid())}
 
 
-def test_a_periodic_job_runs_once_per_minute_however_many_consumers(runtimes, data_dir):
+def test_a_periodic_job_runs_once_per_minute_however_many_consumers(runtimes, data_dir, caplog):
+    caplog.set_level(logging.DEBUG, logger="a3e.jobs")
     if datetime.now(UTC).second >= 55:  # both schedulers must look within the same minute
         time.sleep(61 - datetime.now(UTC).second)
     first, second = runtimes(periodic=True), runtimes(periodic=True)
@@ -202,6 +203,9 @@ def test_a_periodic_job_runs_once_per_minute_however_many_consumers(runtimes, da
     finally:
         PERIODIC_ON.clear()
     assert events(data_dir, "periodic") == ["ran"]
+    # Routine upkeep says "done" only at DEBUG: once a minute at INFO would bury the log.
+    done = [record for record in caplog.records if "sample.every_minute" in record.getMessage() and " done in " in record.getMessage()]
+    assert done and all(record.levelno == logging.DEBUG for record in done)
 
 
 def test_stopping_lets_a_running_job_finish(runtimes, data_dir):

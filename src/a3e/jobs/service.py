@@ -466,7 +466,10 @@ class JobRuntime:
                     logger.exception("job %s (%s): its on_failure handler failed", spec.name, task.id)
             raise
         else:
-            logger.info("job %s (%s) done in %.2fs", spec.name, task.id, time.perf_counter() - started)
+            # Periodic upkeep runs every few minutes and reports what it did itself: its routine
+            # "done" would only bury the log.
+            logger.log(logging.DEBUG if spec.periodic else logging.INFO, "job %s (%s) done in %.2fs",
+                       spec.name, task.id, time.perf_counter() - started)
             return result
         finally:
             try:
