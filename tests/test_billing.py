@@ -10,10 +10,10 @@ import logging
 import threading
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from a3e.audit.models import AuditEvent
 from a3e.billing.models import BillingAccount, StripeEvent
@@ -264,11 +264,11 @@ def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_r
         assert service.failing_events(session)[0] == 1
     assert api.get(billing_path(college), headers=alice.headers).json()["failing_events"] == 1
     context = JobContext(api.app.state.settings, database, "billing.resume_events", "test", runtime=api.app.state.jobs)
-    assert billing_jobs.resume_events(context) == {"requeued": 0}  # not due yet
+    assert billing_jobs.resume_events(context)["requeued"] == 0  # not due yet
     with database.session() as session:
         session.execute(update(StripeEvent).where(StripeEvent.id == event["id"]).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert billing_jobs.resume_events(context) == {"requeued": 1}
+    assert billing_jobs.resume_events(context)["requeued"] == 1
     deadline = time.monotonic() + 10
     while stored(api, event["id"]).attempts < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -279,7 +279,7 @@ def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_r
         session.execute(update(StripeEvent).where(StripeEvent.id == event["id"]).values(
             attempts=service.MAX_EVENT_ATTEMPTS, next_attempt_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert billing_jobs.resume_events(context) == {"requeued": 0}
+    assert billing_jobs.resume_events(context)["requeued"] == 0
 
     # An event stored while its job was lost (the queue was down at commit) is picked up by the sweep.
     lost = stripe_event("customer.subscription.updated", subscription(college["id"], price=ANNUAL))
@@ -287,7 +287,7 @@ def test_a_failing_event_is_visible_and_retried_with_backoff_and_a_lost_one_is_r
         assert service.store_event(session, lost, json.dumps(lost))
         session.execute(update(StripeEvent).where(StripeEvent.id == lost["id"]).values(received_at=utcnow() - timedelta(minutes=5)))
         session.commit()
-    assert billing_jobs.resume_events(context) == {"requeued": 1}
+    assert billing_jobs.resume_events(context)["requeued"] == 1
     assert wait_done(api, lost["id"]).status == "processed"
     assert account(api, college).plan == "annual"
 
@@ -478,10 +478,11 @@ def test_storage_counts_every_revision_and_an_ended_trial_adds_nothing(api, alic
     assert usage["documents"] == 1 and usage["storage_bytes"] == 600_000
 
     with api.app.state.database.session() as session:
-        from a3e.workspaces.models import Workspace
+        from a3e.billing.service import count_new_workspaces
 
-        session.execute(update(Workspace).where(Workspace.id == uuid.UUID(college["id"]))
-                        .values(created_at=utcnow() - timedelta(days=15)))
+        count_new_workspaces(session)  # what the minute sweep does: the trial's start is recorded
+        session.execute(update(BillingAccount).where(BillingAccount.workspace_id == uuid.UUID(college["id"]))
+                        .values(trial_started_at=utcnow() - timedelta(days=15)))
         session.commit()
     billing = api.get(billing_path(college), headers=alice.headers).json()
     assert (billing["plan"], billing["status"]) == ("lapsed", "trial_ended")
@@ -514,3 +515,39 @@ def test_a_completed_checkout_links_the_customer_and_later_events_find_the_works
     billing = api.get(billing_path(college), headers=alice.headers).json()
     assert (billing["plan"], billing["status"]) == ("annual", "past_due") and billing["past_due_since"]
     assert audit_actions(api, college) == ["billing.subscription_changed"] * 2
+
+
+def test_switching_billing_on_starts_the_trial_of_workspaces_that_existed_before(api, alice, college):
+    """A deployment that ran without Stripe for months: its workspaces get a trial from when billing
+    counted them, not one that ended long ago; a workspace made since starts at its creation."""
+    from a3e.billing import jobs as billing_jobs
+    from a3e.billing.service import count_new_workspaces
+    from a3e.jobs import JobContext
+    from a3e.workspaces.models import Workspace
+
+    database = api.app.state.database
+    with database.session() as session:
+        session.execute(update(Workspace).where(Workspace.id == uuid.UUID(college["id"]))
+                        .values(created_at=utcnow() - timedelta(days=200)))
+        session.execute(delete(BillingAccount))
+        session.commit()
+    uncounted = api.get(billing_path(college), headers=alice.headers).json()
+    assert (uncounted["plan"], uncounted["status"]) == ("trial", "trialing")  # not lapsed before it is counted
+
+    context = JobContext(api.app.state.settings, database, "billing.resume_events", "test", runtime=api.app.state.jobs)
+    billing_jobs.resume_events(context)  # (the app's own minute sweep may have got there first)
+    with database.session() as session:
+        old = session.get(BillingAccount, uuid.UUID(college["id"]))
+        assert utcnow() - old.trial_started_at < timedelta(minutes=1)
+        assert count_new_workspaces(session) == 0  # counted once
+    counted = api.get(billing_path(college), headers=alice.headers).json()
+    assert counted["status"] == "trialing"
+    ends = datetime.fromisoformat(counted["trial_ends_at"])
+    assert timedelta(days=13, hours=23) < ends - utcnow() <= timedelta(days=14)
+
+    newer = api.post("/api/v1/workspaces", json={"name": "Newer College"}, headers=alice.headers).json()
+    with database.session() as session:
+        created = session.get(Workspace, uuid.UUID(newer["id"])).created_at
+        count_new_workspaces(session, now=created + timedelta(minutes=2))
+        session.commit()
+        assert session.get(BillingAccount, uuid.UUID(newer["id"])).trial_started_at == created

@@ -57,14 +57,19 @@ def process_stripe_event(context: JobContext, event_id: str) -> str | None:
 
 @job("billing.resume_events", schedule=crontab(minute="*"), retries=0)
 def resume_events(context: JobContext) -> dict[str, int]:
-    """Queue again the events left received (their job was lost) and the failed ones due another try."""
+    """Start the trial of every workspace billing has not counted yet (see count_new_workspaces), and
+    queue again the events left received (their job was lost) and the failed ones due another try."""
     from a3e.billing.models import EventStatus, StripeEvent
     from a3e.billing.plans import billing_enabled
-    from a3e.billing.service import MAX_EVENT_ATTEMPTS
+    from a3e.billing.service import MAX_EVENT_ATTEMPTS, count_new_workspaces
 
     if not billing_enabled(context.settings) or not context.schema_ready():  # nothing to resume without Stripe
-        return {"requeued": 0}
+        return {"requeued": 0, "trials_started": 0}
     now = utcnow()
+    with context.transaction() as session:
+        trials = count_new_workspaces(session, now=now)
+    if trials:
+        logger.info("billing: %d workspaces counted, their trials started", trials)
     with context.transaction() as session:
         due = session.scalars(
             select(StripeEvent.id)
@@ -83,4 +88,4 @@ def resume_events(context: JobContext) -> dict[str, int]:
         context.runtime.enqueue(PROCESS_JOB, event_id)
     if due:
         logger.info("billing: %d Stripe events queued again", len(due))
-    return {"requeued": len(due)}
+    return {"requeued": len(due), "trials_started": trials}

@@ -15,7 +15,8 @@ from a3e.core.models import Timestamps, UTCDateTime, utcnow
 
 
 class BillingAccount(Timestamps, Base):
-    """A workspace's place in Stripe. Absent until its first checkout (or first event)."""
+    """A workspace's place in billing: its trial's start, then its Stripe customer and subscription.
+    Made for every workspace by the minute sweep once billing is on (or by a checkout or event)."""
 
     __tablename__ = "billing_accounts"
 
@@ -29,6 +30,9 @@ class BillingAccount(Timestamps, Base):
     # Stripe's subscription status (trialing, active, past_due, canceled, unpaid, incomplete, …).
     status: Mapped[str | None] = mapped_column(String(32))
     trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When A3E's own trial started (the workspace's creation, or when billing first counted a
+    # workspace that existed before it was switched on); the trial runs A3E_BILLING_TRIAL_DAYS.
+    trial_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime())
     cancel_at_period_end: Mapped[bool] = mapped_column(Boolean(), default=False, nullable=False)
     # When payments started failing: the grace period runs from here.

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, exists, false, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from a3e.audit.service import record_event
 from a3e.billing.models import BillingAccount, EventStatus, StripeEvent
 from a3e.billing.plans import PAID_PLANS, LAPSED_LIMITS, Limits, Plan, PlanName, Plans, billing_enabled, plans_from_settings
 from a3e.core.errors import AppError, Conflict
-from a3e.core.models import utcnow
+from a3e.core.models import UTCDateTime, utcnow
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -80,7 +80,9 @@ def effective_state(
 
     Billing off: the default plan. Subscribed (active or trialing in Stripe): its plan. Past due:
     its plan until the grace period ends, then lapsed. Canceled or unpaid: lapsed. Never
-    subscribed: the trial, from the workspace's creation for A3E_BILLING_TRIAL_DAYS, then lapsed."""
+    subscribed: the trial for A3E_BILLING_TRIAL_DAYS from its start (`trial_started_at`: the
+    workspace's creation, or when billing was switched on for a workspace that existed before),
+    then lapsed. A workspace the minute sweep has not counted yet is in a trial starting now."""
     if not billing_enabled(settings):
         return BillingState(enabled=False, plan=plans_from_settings(settings).default, status="unmanaged")
     plans = plans_from_settings(settings)
@@ -104,7 +106,11 @@ def effective_state(
         if account.status in _ENDED_STATUSES:
             return BillingState(plan=lapsed, status=account.status, **details)
         # incomplete: the first payment is still being made; the trial goes on meanwhile.
-    trial_ends = workspace.created_at + timedelta(days=plans.trial_days)
+    if account is None:
+        trial_start = max(workspace.created_at, now)  # not counted yet (billing switched on < 1 min ago)
+    else:
+        trial_start = account.trial_started_at or account.created_at
+    trial_ends = trial_start + timedelta(days=plans.trial_days)
     if now < trial_ends:
         return BillingState(plan=plans.trial, status="trialing", trial_ends_at=trial_ends, **common)
     return BillingState(plan=lapsed, status="trial_ended", trial_ends_at=trial_ends, **common)
@@ -208,6 +214,35 @@ def enforce_upload_limit(
         raise _refuse(state, workspace_id, "storage", used_mb, limits.storage_mb or 0, "MB of storage")
 
 
+# How recent a workspace must be for its trial to start at its creation when billing first counts
+# it; an older one existed before billing was switched on, and its trial starts then.
+NEW_WORKSPACE_WINDOW = timedelta(minutes=5)
+
+
+def count_new_workspaces(session: Session, *, now: datetime | None = None) -> int:
+    """Give every workspace without a billing account one, starting its trial: at its creation
+    if it is new, else now — so that switching billing on for an existing deployment starts every
+    workspace's trial, instead of finding them all long past it. Idempotent, race-safe."""
+    from a3e.workspaces.models import Workspace
+
+    now = now or utcnow()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    started = case((Workspace.created_at >= now - NEW_WORKSPACE_WINDOW, Workspace.created_at), else_=literal(now, UTCDateTime()))
+    uncounted = select(Workspace.id, false(), started, literal(now, UTCDateTime()), literal(now, UTCDateTime())).where(
+        ~exists().where(BillingAccount.workspace_id == Workspace.id)
+    )
+    result = session.execute(
+        insert(BillingAccount)
+        .from_select(["workspace_id", "cancel_at_period_end", "trial_started_at", "created_at", "updated_at"], uncounted)
+        .on_conflict_do_nothing(index_elements=["workspace_id"])
+    )
+    return max(result.rowcount or 0, 0)
+
+
 # ---- checkout and portal -------------------------------------------------------------------
 
 
@@ -221,7 +256,8 @@ def _account_for_update(session: Session, workspace_id: uuid.UUID) -> BillingAcc
     now = utcnow()
     session.execute(
         insert(BillingAccount)
-        .values(workspace_id=workspace_id, cancel_at_period_end=False, created_at=now, updated_at=now)
+        .values(workspace_id=workspace_id, cancel_at_period_end=False, trial_started_at=now, created_at=now,
+                updated_at=now)
         .on_conflict_do_nothing(index_elements=["workspace_id"])
     )
     account = session.scalar(
