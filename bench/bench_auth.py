@@ -196,6 +196,15 @@ def server_env(work: Path, cluster: Cluster, workers: int, log_level: str = "inf
                    CORS_ORIGINS=CORS_ORIGIN, WEB_CONCURRENCY=str(workers))
 
 
+def migrate(env: dict[str, str], work: Path) -> None:
+    """`a3e migrate` against the environment's database; raises with its output's tail if it fails."""
+    process = spawn([A3E, "migrate"], env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = process.communicate(timeout=180)
+    stop(process)
+    if process.returncode != 0:
+        raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
+
+
 def start_server(server: Server, work: Path) -> None:
     server.port = free_port()
     with open(work / f"{server.key}.log", "ab") as handle:
@@ -633,12 +642,7 @@ def auth(*, tool: str | None, rounds: int, duration: float, warmup: float, read_
             cluster = start_cluster()
             result["postgres"] = describe_cluster(cluster)
             log(f"PostgreSQL {result['postgres']['server_version']} on a free loopback port; migrating")
-            migrate = spawn([A3E, "migrate"], env=server_env(work, cluster, 1), cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            out, _ = migrate.communicate(timeout=180)
-            stop(migrate)
-            if migrate.returncode != 0:
-                raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
+            migrate(server_env(work, cluster, 1), work)
 
             servers = [Server(f"a3e_w{n}", f"`a3e serve`, WEB_CONCURRENCY={n}", n, [A3E, "serve", "--host", HOST],
                               server_env(work, cluster, n)) for n in workers]

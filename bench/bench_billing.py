@@ -26,7 +26,6 @@ import os
 import queue
 import random
 import secrets
-import subprocess
 import tempfile
 import threading
 import time
@@ -34,10 +33,10 @@ import uuid
 from pathlib import Path
 
 from bench_auth import (
-    A3E, Cluster, Server, _expect, call, clean_text, describe_cluster, register_and_login, server_env, start_cluster,
+    A3E, Cluster, Server, _expect, call, describe_cluster, migrate, register_and_login, server_env, start_cluster,
     start_server, stop_cluster,
 )
-from lib import HOST, log, spawn, stop
+from lib import HOST, log, stop
 
 WORKSPACES = 20
 SUBSCRIPTION_EVENTS = 760  # 38 per workspace
@@ -170,11 +169,7 @@ def billing(*, seed: int = SEED) -> dict:
             cluster = start_cluster()
             result["postgres"] = describe_cluster(cluster)
             env = billing_env(work, cluster)
-            migrate = spawn([A3E, "migrate"], env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            out, _ = migrate.communicate(timeout=180)
-            stop(migrate)
-            if migrate.returncode != 0:
-                raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
+            migrate(env, work)
             server = Server("a3e_w1", "`a3e serve`, WEB_CONCURRENCY=1, jobs embedded", 1, [A3E, "serve", "--host", HOST], env)
             start_server(server, work)
             features = _expect("health", call(server.port, "GET", "/health"), 200, 503)["features"]

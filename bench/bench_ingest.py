@@ -58,6 +58,7 @@ from bench_auth import (
     clean_text,
     describe_cluster,
     login,
+    migrate,
     register_and_login,
     server_env,
     start_cluster,
@@ -979,11 +980,7 @@ def ingest(*, quick: bool, pdf_pages: int, docx_files: int, configs: list[str], 
                 env = server_env(work, cluster, 1)
                 env["A3E_REDIS_URL"] = f"redis://{HOST}:{redis_port}/0"
                 log(f"PostgreSQL {result['postgres']['server_version']}, Redis {result['redis']}: migrating")
-                migrate = spawn([A3E, "migrate"], env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                out, _ = migrate.communicate(timeout=180)
-                stop(migrate)
-                if migrate.returncode != 0:
-                    raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
+                migrate(env, work)
                 web, port = start_web(env, work, "web-pg")
                 stack = Stack("postgresql", port, web, env, *_account(port), cluster=cluster,
                               db_role=Role("postgres", cluster.process),

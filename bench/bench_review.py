@@ -38,7 +38,7 @@ import psutil
 
 from bench_auth import (
     A3E, FOREIGN_LIMIT, Cluster, Server, _busy, _children_cpu, _cpu_by_pid, _cpu_delta, _cpu_split, _expect, _by_position, call, clean_text,
-    _quiet_budget, describe_cluster, register_and_login, server_env, start_cluster, start_server, stop_cluster, wait_quiet,
+    _quiet_budget, describe_cluster, migrate, register_and_login, server_env, start_cluster, start_server, stop_cluster, wait_quiet,
 )
 from lib import HOST, clean_env, log, median, scrub_path, spawn, stop
 
@@ -848,12 +848,7 @@ def review(*, rounds: int, duration: float, warmup: float, connections: list[int
             cluster = start_cluster()
             result["postgres"] = describe_cluster(cluster)
             log(f"PostgreSQL {result['postgres']['server_version']}; migrating")
-            migrate = spawn([A3E, "migrate"], env=server_env(work, cluster, 1), cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            out, _ = migrate.communicate(timeout=180)
-            stop(migrate)
-            if migrate.returncode != 0:
-                raise RuntimeError("a3e migrate failed: " + clean_text(out.decode(errors="replace"))[-500:])
+            migrate(server_env(work, cluster, 1), work)
             servers = [Server(f"a3e_w{n}", f"`a3e serve`, WEB_CONCURRENCY={n}", n, [A3E, "serve", "--host", HOST],
                               server_env(work, cluster, n)) for n in workers]
             for server in servers:
