@@ -209,12 +209,5 @@ class JobContext:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session committed when the block ends without error, rolled back otherwise."""
-        session = self.database.session()
-        try:
+        with self.database.session() as session, session.begin():
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
