@@ -208,6 +208,9 @@ def create_app(
     app.state.access_tokens = VerifiedAccessTokens(
         settings.jwt_secret_key.get_secret_value() if settings.jwt_secret_key else None
     )
+    from a3e.review.matrix_cache import MatrixCache
+
+    app.state.matrix_cache = MatrixCache()
     app.state.started_monotonic = time.monotonic()
 
     install_error_handlers(app)

@@ -45,6 +45,12 @@ def _matrix(request, session, access, catalog, as_of, low_confidence, stale_year
     )
 
 
+def _summary(computed: Computed) -> dict[str, Any]:
+    """What the matrix and the gaps both open with: which catalog, on which day, and the counts."""
+    return {"catalog_id": computed.matrix.standards.catalog_id, "as_of": computed.matrix.as_of,
+            "counts": computed.counts}
+
+
 @router.get("/matrix", summary="Standards × evidence: per standard its links, documents, pending suggestions and gap status")
 def get_matrix(
     request: Request,
@@ -63,9 +69,7 @@ def get_matrix(
     matrix = computed.matrix
     rows = service.filter_rows(matrix.rows, section=section, gap=gap, has_pending=has_pending)
     return {
-        "catalog_id": matrix.standards.catalog_id,
-        "as_of": matrix.as_of,
-        "counts": computed.counts,
+        **_summary(computed),
         "items": [row.as_dict() for row in rows[page.offset : page.offset + page.limit]],
         "total": len(rows),
         "limit": page.limit,
@@ -133,9 +137,7 @@ def get_gaps(
 
     def gaps() -> dict[str, Any]:
         return {
-            "catalog_id": matrix.standards.catalog_id,
-            "as_of": matrix.as_of,
-            "counts": computed.counts,
+            **_summary(computed),
             "standards": [
                 {"code": row.code, "title": row.title, "section": row.section, "gap_status": row.light,
                  "reasons": row.reasons}

@@ -98,15 +98,6 @@ class MatrixCache:
             return computed.extras.setdefault(name, value)
 
 
-_CREATE = threading.Lock()
-
-
 def matrix_cache(request: Request) -> MatrixCache:
-    """The process's cache (one per app)."""
-    cache = getattr(request.app.state, "matrix_cache", None)
-    if cache is None:
-        with _CREATE:
-            cache = getattr(request.app.state, "matrix_cache", None)
-            if cache is None:
-                cache = request.app.state.matrix_cache = MatrixCache()
-    return cache
+    """The process's cache (one per app, made by create_app)."""
+    return request.app.state.matrix_cache
