@@ -58,8 +58,8 @@ def _finish_failed(context: JobContext, revision_id: str, reason: str) -> None:
             revision.status = RevisionStatus.FAILED.value
             revision.status_detail = reason
             revision.status_changed_at = utcnow()
-            publish(session, revision.workspace_id, "document.failed", webhook_events.document_failed(session, revision),
-                    runtime=context.runtime)
+            publish(session, revision.workspace_id, "document.failed",
+                    lambda: webhook_events.document_failed(session, revision), runtime=context.runtime)
     logger.warning("revision %s failed: %s", revision_id, reason)
 
 
@@ -128,7 +128,7 @@ def process_revision(context: JobContext, revision_id: str) -> str:
         revision.passage_count = len(rows)
         revision.character_count = len(extracted.text)
         publish(session, revision.workspace_id, "document.processed",
-                webhook_events.document_processed(session, revision), runtime=context.runtime)
+                lambda: webhook_events.document_processed(session, revision), runtime=context.runtime)
     if context.runtime is not None and rows:
         context.runtime.enqueue("mapping.map_revision", revision_id)  # against every selected catalog
     return RevisionStatus.READY.value
@@ -170,7 +170,7 @@ def resume_stalled(context: JobContext) -> dict[str, int]:
                 revision.status = RevisionStatus.FAILED.value
                 revision.status_detail = f"processing did not finish after {revision.attempts} attempts"
                 publish(session, revision.workspace_id, "document.failed",
-                        webhook_events.document_failed(session, revision), runtime=context.runtime)
+                        lambda: webhook_events.document_failed(session, revision), runtime=context.runtime)
                 failed += 1
             else:
                 revision.status = RevisionStatus.QUEUED.value

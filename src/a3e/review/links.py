@@ -78,7 +78,7 @@ def add_link(session: Session, access: WorkspaceAccess, body: LinkCreate, *, req
         details={"catalog_id": str(standards.catalog_id), "document_id": str(document.id), "title": document.title,
                  "passage_id": body.passage_id, "origin": "manual"},
     )
-    publish(session, access.workspace_id, "link.created", webhook_events.link_created(link))
+    publish(session, access.workspace_id, "link.created", lambda: webhook_events.link_created(link))
     return link
 
 
@@ -197,7 +197,7 @@ def accept(session: Session, access: WorkspaceAccess, suggestion_id: int, *, req
                  "document_id": str(suggestion.document_id), "passage_id": suggestion.passage_id,
                  "confidence": round(suggestion.confidence, 4)},
     )
-    publish(session, access.workspace_id, "link.accepted", webhook_events.link_accepted(session, suggestion))
+    publish(session, access.workspace_id, "link.accepted", lambda: webhook_events.link_accepted(session, suggestion))
     return suggestion
 
 

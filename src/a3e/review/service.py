@@ -173,5 +173,5 @@ def set_status(
             details={"catalog_id": str(standards.catalog_id), "title": standards.titles[code], "changes": changed},
         )
         publish(session, access.workspace_id, "standard.status_changed",
-                webhook_events.standard_status_changed(row, standards.titles[code], changed))
+                lambda: webhook_events.standard_status_changed(row, standards.titles[code], changed))
     return _out(standards, code, row)

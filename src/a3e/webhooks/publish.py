@@ -1,6 +1,6 @@
 """Publishing an event: the outbox row and its deliveries, in the caller's transaction.
 
-    publish(session, workspace_id, "document.processed", events.document_processed(session, revision))
+    publish(session, workspace_id, "document.processed", lambda: events.document_processed(session, revision))
 
 Written in the same transaction as the change it describes, so a rolled-back change publishes
 nothing and a committed one is never lost: the delivery jobs are queued after the commit, and the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -56,10 +57,17 @@ def queue_delivery(
 
 
 def publish(
-    session: Session, workspace_id: uuid.UUID, event_type: str, data: dict[str, Any], *, runtime: Any = None
+    session: Session,
+    workspace_id: uuid.UUID,
+    event_type: str,
+    data: dict[str, Any] | Callable[[], dict[str, Any]],
+    *,
+    runtime: Any = None,
 ) -> WebhookEvent | None:
     """Record `event_type` with `data` for every enabled endpoint of the workspace subscribed to
-    it; returns the event, or None when nobody listens (then nothing is written).
+    it; returns the event, or None when nobody listens (then nothing is written). `data` may be a
+    function: the domains' write paths pass one, so that a payload nobody listens for (the usual
+    case) is never built.
 
     `runtime`: the job queue to use (a job passes its `context.runtime`); default: this process's."""
     if event_type not in EVENT_TYPES:
@@ -78,7 +86,9 @@ def publish(
         id=new_message_id(),
         workspace_id=workspace_id,
         type=event_type,
-        payload=encode_payload(event_type, now.isoformat().replace("+00:00", "Z"), data),
+        payload=encode_payload(
+            event_type, now.isoformat().replace("+00:00", "Z"), data() if callable(data) else data
+        ),
         created_at=now,
     )
     session.add(event)

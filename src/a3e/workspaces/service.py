@@ -592,6 +592,6 @@ def accept_invitation(
         **common,
     )
     publish(session, workspace.id, "member.joined",
-            webhook_events.member_joined(workspace.id, user.id, user.email, invitation.role))
+            lambda: webhook_events.member_joined(workspace.id, user.id, user.email, invitation.role))
     session.flush()
     return workspace, membership
