@@ -285,6 +285,15 @@ def _set_tags(session: Session, access: WorkspaceAccess, document: Document, tag
         session.add(DocumentTag(document_id=document.id, tag=tag, workspace_id=access.workspace_id))
 
 
+def _store_within_plan(session: Session, settings: Any, store: BlobStore, access: WorkspaceAccess,
+                       file: IncomingFile, *, new_document: bool) -> None:
+    """Check the plan's limits for new content (402 over them), then store it."""
+    from a3e.billing.service import enforce_upload_limit
+
+    enforce_upload_limit(session, settings, access.workspace_id, new_documents=int(new_document), new_bytes=file.size)
+    store.put_file(file.sha256, file.path, file.media_type)
+
+
 def add_document(
     session: Session,
     store: BlobStore,
@@ -301,10 +310,7 @@ def add_document(
     existing = _existing_with_content(session, access, file.sha256)
     if existing is not None:
         return existing, True
-    from a3e.billing.service import enforce_upload_limit
-
-    enforce_upload_limit(session, jobs.settings, access.workspace_id, new_documents=1, new_bytes=file.size)  # 402 over the plan
-    store.put_file(file.sha256, file.path, file.media_type)
+    _store_within_plan(session, jobs.settings, store, access, file, new_document=True)
     document = Document(
         id=uuid.uuid4(),
         workspace_id=access.workspace_id,
@@ -354,10 +360,7 @@ def add_revision(
     current = current_revision(session, document)
     if current is not None and current.sha256 == file.sha256:
         return document, True
-    from a3e.billing.service import enforce_upload_limit
-
-    enforce_upload_limit(session, jobs.settings, access.workspace_id, new_documents=0, new_bytes=file.size)  # 402 over the plan
-    store.put_file(file.sha256, file.path, file.media_type)
+    _store_within_plan(session, jobs.settings, store, access, file, new_document=False)
     revision = _new_revision(session, access, document, file)
     session.flush()
     record_event(
