@@ -18,16 +18,11 @@ import pytest
 
 from a3e.cli import main
 from a3e.mapping.dense import EXTRA_HINT, dense_unavailable
-from a3e.mapping.engine import DenseConfig, HybridEngine, MappingEngine, Standard, dense_query
+from a3e.mapping.engine import DenseConfig, HybridEngine, MappingEngine, dense_query
+from tests.test_mapping_engine import CATALOG  # the small catalog both engines are tested on
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CATALOG = [
-    Standard("GOV", "Board governance", "The governing board oversees the president and approves institutional policy."),
-    Standard("FIN", "Financial resources", "A sound budget, audited financial statements and adequate reserves."),
-    Standard("LIB", "Library services", "Library collections, study spaces and information literacy instruction."),
-    Standard("FAC", "Faculty qualifications", "Faculty credentials, earned degrees and teaching experience."),
-]
 # Shares no word (nor stem) with any standard above: BM25 alone finds nothing.
 NO_SHARED_WORD = "Trustees supervise the chief executive."
 
